@@ -1,0 +1,154 @@
+"""The model registry: one declaration per model, the single source of truth for checks and benchmarks.
+
+A model file declares a config dataclass, its named sizes and how to make inputs, targets and
+the expected output shape, then registers a builder with ``@register_model``. Everything else
+(property checks, backend parity, benchmarks, reports) is generated from ``list_models()``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class Cap(StrEnum):
+    """What a model declares it supports; checks verify every declared capability."""
+
+    EAGER = "eager"
+    TORCHSCRIPT = "torchscript"  # torch.jit.script, save and load
+    ONNX = "onnx"  # torch.onnx.export (dynamo) and onnxruntime
+    QUANT_DYNAMIC = "quant_dynamic"  # torch.ao.quantization.quantize_dynamic on Linear/LSTM
+    AMP = "amp"  # torch.autocast forward (bfloat16 on CPU, float16 on CUDA)
+
+
+class UnknownModelError(KeyError):
+    """Raised for a model name that is not registered; the message lists close matches."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+def class_targets(cfg: Any, batch_size: int, generator: torch.Generator) -> Tensor:
+    """Random class labels in [0, cfg.num_classes): the targets of every classifier."""
+    return torch.randint(cfg.num_classes, (batch_size,), generator=generator)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """Everything checks and benchmarks need to know about one model."""
+
+    name: str
+    family: str  # "mlp" | "conv" | "recurrent" | "attention" | ...
+    curriculum: str  # where the curriculum describes it, e.g. "002 Q27"
+    summary: str  # one line, taken from the builder's docstring
+    build: Callable[[Any], nn.Module]
+    sizes: Mapping[str, Any]  # must hold "tiny" (checks) and "full" (the curriculum's configuration)
+    # (cfg, batch_size, generator, **dims) -> forward args on the CPU, default dtype
+    example_inputs: Callable[..., tuple[Tensor, ...]]
+    # (cfg, batch_size, **dims) -> the output shape
+    output_shape: Callable[..., tuple[int, ...]]
+    # cfg -> {dim name: (min, max)} for input dimensions other than batch, e.g. sequence length
+    dynamic_dims: Callable[[Any], Mapping[str, tuple[int, int]]] = lambda cfg: {}
+    targets: Callable[[Any, int, torch.Generator], Tensor] = class_targets
+    loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy
+    caps: frozenset[Cap] = frozenset({Cap.EAGER})
+    # text models: inputs are token ids right-padded with cfg.pad_token, and padding must not matter
+    padded_sequences: bool = False
+    full_params: int | None = None  # parameter count of "full", from the curriculum or by hand
+
+    def config(self, size: str = "tiny", **overrides: Any) -> Any:
+        if size not in self.sizes:
+            raise ValueError(f"model {self.name!r} has no size {size!r}; sizes: {sorted(self.sizes)}")
+        return dataclasses.replace(self.sizes[size], **overrides)
+
+    def create(self, size: str = "tiny", **overrides: Any) -> nn.Module:
+        return self.build(self.config(size, **overrides))
+
+    def inputs(self, cfg: Any, batch_size: int, *, seed: int = 0, **dims: int) -> tuple[Tensor, ...]:
+        """Deterministic example inputs: the same (cfg, batch_size, seed, dims) give the same tensors."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        allowed = self.dynamic_dims(cfg)
+        for dim, value in dims.items():
+            if dim not in allowed:
+                raise ValueError(f"model {self.name!r} has no dynamic dim {dim!r}; has {sorted(allowed)}")
+            lo, hi = allowed[dim]
+            if not lo <= value <= hi:
+                raise ValueError(f"{dim}={value} is outside [{lo}, {hi}] for model {self.name!r}")
+        generator = torch.Generator().manual_seed(seed)
+        return self.example_inputs(cfg, batch_size, generator, **dims)
+
+    def make_targets(self, cfg: Any, batch_size: int, *, seed: int = 0) -> Tensor:
+        return self.targets(cfg, batch_size, torch.Generator().manual_seed(seed))
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(**spec_fields: Any) -> Callable[[Callable[[Any], nn.Module]], Callable[[Any], nn.Module]]:
+    """Register the decorated builder under its function name; see ``ModelSpec`` for the fields."""
+
+    def decorator(builder: Callable[[Any], nn.Module]) -> Callable[[Any], nn.Module]:
+        name = builder.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        missing = {"tiny", "full"} - set(spec_fields.get("sizes", {}))
+        if missing:
+            raise ValueError(f"model {name!r} lacks sizes {sorted(missing)}")
+        summary = (builder.__doc__ or "").strip().splitlines()[0] if builder.__doc__ else ""
+        caps = frozenset(spec_fields.pop("caps", ())) | {Cap.EAGER}
+        _REGISTRY[name] = ModelSpec(name=name, build=builder, summary=summary, caps=caps, **spec_fields)
+        return builder
+
+    return decorator
+
+
+def _load_models() -> None:
+    import impl.models  # noqa: F401  (registration happens on import)
+
+
+def list_models(*, family: str | None = None, caps: frozenset[Cap] | set[Cap] = frozenset()) -> list[str]:
+    """Registered model names, sorted; optionally only one family or those declaring all ``caps``."""
+    _load_models()
+    return sorted(
+        name
+        for name, spec in _REGISTRY.items()
+        if (family is None or spec.family == family) and set(caps) <= spec.caps
+    )
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The spec of a registered model; an unknown name raises ``UnknownModelError`` with suggestions."""
+    _load_models()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.4)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownModelError(
+            f"unknown model {name!r}{hint} (known: {', '.join(sorted(_REGISTRY))})"
+        ) from None
+
+
+def create_model(name: str, size: str = "tiny", **overrides: Any) -> nn.Module:
+    """Build a registered model at a named size, with config fields overridden by keyword."""
+    return get_spec(name).create(size, **overrides)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def cast_inputs(inputs: tuple[Tensor, ...], device: torch.device | str, dtype: torch.dtype) -> tuple[Tensor, ...]:
+    """Move inputs to ``device``; floating-point inputs also take ``dtype`` (token ids stay integer)."""
+    return tuple(
+        x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device=device) for x in inputs
+    )
