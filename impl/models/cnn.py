@@ -56,14 +56,11 @@ class CifarCNN(nn.Module):
         self.fc2 = nn.Linear(cfg.hidden_features, cfg.num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        torch._assert(
-            x.dim() == 4
-            and x.shape[1] == self.in_channels
-            and x.shape[2] == self.image_size
-            and x.shape[3] == self.image_size,
-            f"expected input (B, {self.in_channels}, {self.image_size}, {self.image_size}), "
-            f"got {tuple(x.shape)}",
-        )
+        if x.dim() != 4 or list(x.shape[1:]) != [self.in_channels, self.image_size, self.image_size]:
+            raise ValueError(
+                f"expected input (B, {self.in_channels}, {self.image_size}, {self.image_size}), "
+                f"got {list(x.shape)}"
+            )
         x = self.pool(torch.relu(self.conv1(x)))  # (B, C1, H/2, W/2)
         x = self.pool(torch.relu(self.conv2(x)))  # (B, C2, H/4, W/4)
         x = x.flatten(1)  # (B, C2 * H/4 * W/4)

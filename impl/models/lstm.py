@@ -50,7 +50,8 @@ class SentimentLSTM(nn.Module):
         self.fc = nn.Linear(cfg.hidden_size, cfg.num_classes)
 
     def forward(self, ids: Tensor) -> Tensor:
-        torch._assert(ids.dim() == 2, f"expected token ids (B, T), got {tuple(ids.shape)}")
+        if ids.dim() != 2:
+            raise ValueError(f"expected token ids (B, T), got {list(ids.shape)}")
         lengths = (ids != self.pad_token).sum(dim=1).clamp(min=1)  # (B,); an all-pad row reads step 0
         out, _ = self.lstm(self.embedding(ids))  # (B, T, H)
         last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, out.size(2))  # (B, 1, H)

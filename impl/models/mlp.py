@@ -40,10 +40,8 @@ class MLP(nn.Module):
         self.fc2 = nn.Linear(cfg.hidden_features, cfg.num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        torch._assert(
-            x.dim() == 2 and x.shape[1] == self.in_features,
-            f"expected input (B, {self.in_features}), got {tuple(x.shape)}",
-        )
+        if x.dim() != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"expected input (B, {self.in_features}), got {list(x.shape)}")
         x = torch.relu(self.fc1(x))  # (B, H)
         return self.fc2(x)  # (B, K)
 

@@ -65,10 +65,8 @@ class TransformerTextClassifier(nn.Module):
         self.head = nn.Linear(cfg.d_model, cfg.num_classes)
 
     def forward(self, ids: Tensor) -> Tensor:
-        torch._assert(
-            ids.dim() == 2 and ids.shape[1] <= self.max_len,
-            f"expected token ids (B, T) with T <= {self.max_len}, got {tuple(ids.shape)}",
-        )
+        if ids.dim() != 2 or ids.shape[1] > self.max_len:
+            raise ValueError(f"expected token ids (B, T) with T <= {self.max_len}, got {list(ids.shape)}")
         pad = ids == self.pad_token  # (B, T), True at padding
         pad = pad & ~pad.all(dim=1, keepdim=True)  # an all-pad row attends to everything, not nothing
         x = self.embedding(ids) + self.pos_embedding[:, : ids.shape[1]]  # (B, T, E)
