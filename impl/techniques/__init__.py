@@ -1,0 +1,1 @@
+"""Reference implementations of training techniques, one single-purpose module each."""
