@@ -41,6 +41,12 @@ class Backend:
     # (eval-mode model on its device, example inputs on that device, a work dir, CPU threads)
     prepare: Callable[[nn.Module, tuple[Tensor, ...], Path, int], Prepared]
     summary: str
+    rtol: float = 0.0  # parity with eager float32 that checks require and benchmarks report
+    atol: float = 0.0
+
+    def parity_ok(self, max_abs_diff: float, reference: Tensor) -> bool:
+        """Whether a backend output is within tolerance of eager (``torch.isclose`` semantics)."""
+        return max_abs_diff <= self.atol + self.rtol * float(reference.abs().max())
 
 
 def _torch_runner(module: Callable[..., Tensor], artifact: Path | None = None) -> Prepared:
@@ -100,13 +106,15 @@ _BACKENDS = {
     b.name: b
     for b in (
         Backend("eager", Cap.EAGER, ("cpu", "cuda"), _prepare_eager, "PyTorch eager, inference_mode"),
+        # torchvision's model tests allow 1e-4 between eager and scripted outputs
         Backend(
             "torchscript", Cap.TORCHSCRIPT, ("cpu", "cuda"), _prepare_torchscript,
-            "torch.jit.script, saved and reloaded",
+            "torch.jit.script, saved and reloaded", rtol=1e-4, atol=1e-5,
         ),
+        # PyTorch's ONNX tutorial: rtol 1e-3, atol 1e-5
         Backend(
             "onnxruntime", Cap.ONNX, ("cpu",), _prepare_onnxruntime,
-            "torch.onnx.export (dynamo) + onnxruntime CPUExecutionProvider",
+            "torch.onnx.export (dynamo) + onnxruntime CPUExecutionProvider", rtol=1e-3, atol=1e-5,
         ),
     )
 }

@@ -95,6 +95,14 @@ def _example_inputs(
     dynamic_dims=lambda cfg: {"seq_len": (1, cfg.max_len)},
     caps={Cap.TORCHSCRIPT, Cap.ONNX, Cap.QUANT_DYNAMIC, Cap.AMP},
     padded_sequences=True,
+    known_failures={
+        Cap.QUANT_DYNAMIC: "torch 2.14: quantize_dynamic replaces linear1 with a module whose "
+        "'weight' is a method, and TransformerEncoderLayer's eval fast-path check then raises "
+        "AttributeError: 'function' object has no attribute 'device'",
+        Cap.AMP: "torch 2.14, CPU only: TransformerEncoderLayer's inference fast path checks "
+        "torch.is_autocast_enabled(), which looks at CUDA only, so under CPU autocast it still "
+        "runs and raises 'expected scalar type Float but found BFloat16'",
+    },
     # Embedding 128,000 + positions 6,400 + 2 x encoder layer 593,024 + final LayerNorm 256
     # + head 387. The curriculum's encoder-decoder has 5,277,315.
     full_params=1_321_091,

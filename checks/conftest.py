@@ -1,0 +1,44 @@
+"""Hypothesis profiles, device helpers and markers shared by every check.
+
+Profiles: ``ci`` (derandomised, bounded, no database; the default when CI is set), ``dev``
+(the default otherwise: random, bounded) and ``thorough`` (many examples, for users hunting
+counterexamples). Select one with ``--hypothesis-profile NAME`` or ``TORCHGAUGE_PROFILE=NAME``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from hypothesis import HealthCheck, settings
+
+_COMMON = {
+    "deadline": None,  # the first call of a torch op is slow (lazy init); timing belongs in bench/
+    "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+}
+settings.register_profile("ci", max_examples=25, derandomize=True, database=None, print_blob=True, **_COMMON)
+settings.register_profile("dev", max_examples=10, **_COMMON)
+settings.register_profile("thorough", max_examples=200, **_COMMON)
+settings.load_profile(os.environ.get("TORCHGAUGE_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+CUDA_SKIP_REASON = "CUDA is not available on this machine (torch.cuda.is_available() is False)"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip every ``cuda``-marked test, with the reason, where there is no GPU."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason=CUDA_SKIP_REASON)
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _fixed_threads():
+    """Every check runs with the same intra-op thread count, so results do not depend on the host."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)

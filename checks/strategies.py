@@ -1,0 +1,39 @@
+"""Hypothesis strategies for model inputs, derived from each model's registry declaration."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from hypothesis import strategies as st
+
+from impl.registry import ModelSpec
+
+MAX_BATCH = 6
+
+
+@dataclass(frozen=True)
+class InputDraw:
+    """One drawn input configuration: batch size, dynamic dims (e.g. sequence length) and seed."""
+
+    batch_size: int
+    dims: dict[str, int]
+    seed: int
+
+
+@st.composite
+def input_draws(
+    draw: st.DrawFn, spec: ModelSpec, cfg: Any, min_batch: int = 1, dim_headroom: int = 0
+) -> InputDraw:
+    """Draw a batch size in [min_batch, MAX_BATCH], every dynamic dim of ``spec`` in its declared
+    range (less ``dim_headroom`` at the top, for checks that lengthen the input), and an RNG seed.
+
+    Example: ``input_draws(get_spec("sentiment_lstm"), cfg)`` -> InputDraw(3, {"seq_len": 7}, 12)
+    """
+    batch_size = draw(st.integers(min_batch, MAX_BATCH))
+    dims = {
+        name: draw(st.integers(lo, max(lo, hi - dim_headroom)))
+        for name, (lo, hi) in sorted(spec.dynamic_dims(cfg).items())
+    }
+    seed = draw(st.integers(0, 2**31 - 1))
+    return InputDraw(batch_size, dims, seed)

@@ -1,0 +1,143 @@
+"""Every capability a model declares works: backend parity with eager, quantisation, autocast.
+
+Generated from the model registry and the backend registry; a capability listed in a model's
+``known_failures`` is expected to fail (strict xfail), so a fix upstream makes the check go red
+until the entry is removed.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from checks.strategies import input_draws
+from impl import Cap, get_spec, list_models
+from impl.backends import Prepared, get_backend, list_backends
+
+
+def _case(name: str, cap: Cap, *extra: str):
+    """A pytest param for (name, *extra), marked with the capability and xfail if known to fail."""
+    spec = get_spec(name)
+    marks = [getattr(pytest.mark, cap.value)] if cap in (Cap.ONNX, Cap.TORCHSCRIPT) else []
+    if cap in spec.known_failures:
+        marks.append(pytest.mark.xfail(reason=spec.known_failures[cap], strict=True))
+    return pytest.param(name, *extra, marks=marks, id="-".join((name, *extra)))
+
+
+BACKEND_CASES = [
+    _case(name, get_backend(backend).requires, backend)
+    for backend in list_backends()
+    if backend != "eager"
+    for name in list_models(caps={get_backend(backend).requires})
+]
+
+
+def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:
+    """Signal-to-quantisation-noise ratio, 20 log10(|x| / |x - x_hat|), as PyTorch's quantisation tests."""
+    noise = (reference - approx.float()).norm()
+    return float("inf") if noise == 0 else float(20 * torch.log10(reference.norm() / noise))
+
+
+_prepared: dict[tuple[str, str], tuple[torch.nn.Module, Prepared]] = {}
+
+
+def prepared(name: str, backend: str, workdir: Path) -> tuple[torch.nn.Module, Prepared]:
+    """Export each (model, backend) once per session; ONNX export takes seconds."""
+    key = (name, backend)
+    if key not in _prepared:
+        spec = get_spec(name)
+        cfg = spec.config("tiny")
+        torch.manual_seed(0)
+        model = spec.create("tiny").eval()
+        out = workdir / f"{name}-{backend}"
+        out.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # exporter chatter and TorchScript deprecation notices
+            _prepared[key] = model, get_backend(backend).prepare(model, spec.inputs(cfg, 2), out, 2)
+    return _prepared[key]
+
+
+@pytest.mark.parametrize(("name", "backend_name"), BACKEND_CASES)
+@given(data=st.data())
+def test_backend_matches_eager(name: str, backend_name: str, data: st.DataObject, tmp_path_factory) -> None:
+    """One exported artifact serves every drawn batch size and sequence length, within tolerance."""
+    spec, backend = get_spec(name), get_backend(backend_name)
+    cfg = spec.config("tiny")
+    model, runner = prepared(name, backend_name, tmp_path_factory.getbasetemp() / "backends")
+    draw = data.draw(input_draws(spec, cfg))
+    inputs = spec.inputs(cfg, draw.batch_size, seed=draw.seed, **draw.dims)
+    with torch.no_grad():
+        expected = model(*inputs)
+    torch.testing.assert_close(runner(*inputs), expected, rtol=backend.rtol, atol=backend.atol)
+
+
+@pytest.mark.onnx
+@pytest.mark.parametrize("name", list_models(caps={Cap.ONNX}))
+def test_onnx_file_is_valid_with_a_dynamic_batch(name: str, tmp_path_factory) -> None:
+    _, runner = prepared(name, "onnxruntime", tmp_path_factory.getbasetemp() / "backends")
+    proto = onnx.load(str(runner.artifact))
+    onnx.checker.check_model(proto, full_check=True)
+    batch_dims = [i.type.tensor_type.shape.dim[0] for i in proto.graph.input]
+    assert all(d.dim_param and not d.dim_value for d in batch_dims), batch_dims
+
+
+QUANT_CASES = [_case(name, Cap.QUANT_DYNAMIC) for name in list_models(caps={Cap.QUANT_DYNAMIC})]
+
+
+@pytest.mark.parametrize("name", QUANT_CASES)
+@given(data=st.data())
+def test_dynamic_quantisation_is_close_to_float(name: str, data: st.DataObject) -> None:
+    """int8 dynamic quantisation of Linear and LSTM layers: every one converted, SQNR >= 25 dB."""
+    from torch.ao.quantization import quantize_dynamic
+
+    spec = get_spec(name)
+    cfg = spec.config("tiny")
+    draw = data.draw(input_draws(spec, cfg))
+    torch.manual_seed(draw.seed % 1000)
+    model = spec.create("tiny").eval()
+    quantized = quantize_dynamic(model, {torch.nn.Linear, torch.nn.LSTM}, dtype=torch.qint8)
+    left = [n for n, m in quantized.named_modules() if type(m) in (torch.nn.Linear, torch.nn.LSTM)]
+    assert not left, f"still float: {left}"
+    inputs = spec.inputs(cfg, draw.batch_size, seed=draw.seed, **draw.dims)
+    with torch.no_grad():
+        assert sqnr_db(model(*inputs), quantized(*inputs)) >= 25.0
+
+
+AMP_CASES = [_case(name, Cap.AMP) for name in list_models(caps={Cap.AMP})]
+
+
+@pytest.mark.parametrize("name", AMP_CASES)
+@given(data=st.data())
+def test_cpu_autocast_runs_in_bfloat16_and_stays_close(name: str, data: st.DataObject) -> None:
+    spec = get_spec(name)
+    cfg = spec.config("tiny")
+    draw = data.draw(input_draws(spec, cfg))
+    model = spec.create("tiny").eval()
+    inputs = spec.inputs(cfg, draw.batch_size, seed=draw.seed, **draw.dims)
+    with torch.no_grad():
+        expected = model(*inputs)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = model(*inputs)
+    assert out.dtype == torch.bfloat16  # the final Linear ran in lower precision
+    assert sqnr_db(expected, out) >= 30.0
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", list_models(caps={Cap.AMP}))  # known AMP failures are CPU-only
+def test_cuda_autocast_runs_in_float16_and_stays_close(name: str) -> None:
+    spec = get_spec(name)
+    cfg = spec.config("tiny")
+    model = spec.create("tiny").eval().cuda()
+    inputs = tuple(x.cuda() for x in spec.inputs(cfg, 4))
+    with torch.no_grad():
+        expected = model(*inputs)
+        with torch.autocast("cuda", dtype=torch.float16):
+            out = model(*inputs)
+    assert out.dtype == torch.float16
+    assert sqnr_db(expected, out) >= 30.0
