@@ -1,0 +1,195 @@
+"""Collate pytest-benchmark JSON files into one tidy pandas table, and write the reports.
+
+One row per benchmark: timing statistics in milliseconds, derived throughput, every
+``extra_info`` field, and the machine it ran on. Outputs: ``results.csv``, ``report.md``,
+``report.html`` and ``latency.png``. Column meanings are documented in ``reports/README.md``.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+STAT_COLUMNS = ("median", "iqr", "mean", "stddev", "min", "max", "q1", "q3")
+LEADING_COLUMNS = [
+    "model", "size", "backend", "device", "batch_size", "median_ms", "iqr_ms", "mean_ms",
+    "stddev_ms", "rounds", "ops_per_s", "samples_per_s",
+]
+OUTPUT_FILES = ("results.csv", "report.md", "report.html", "latency.png")
+
+
+class ReportError(ValueError):
+    """An input file that is missing, unreadable or not pytest-benchmark JSON."""
+
+
+def _read_json(path: Path) -> dict:
+    if not path.is_file():
+        raise ReportError(f"{path}: no such file")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ReportError(f"{path}: not valid JSON ({error})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise ReportError(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
+    for i, bench in enumerate(data["benchmarks"]):
+        stats = bench.get("stats") if isinstance(bench, dict) else None
+        if not isinstance(stats, dict) or any(not isinstance(stats.get(k), int | float) for k in ("median", "mean")):
+            raise ReportError(f"{path}: benchmark #{i} has no numeric stats (median, mean)")
+    return data
+
+
+def _rows(path: Path, data: dict) -> Iterable[dict]:
+    machine = data.get("machine_info", {}) or {}
+    ours = machine.get("torchgauge", {}) or {}
+    commit = data.get("commit_info", {}) or {}
+    for bench in data["benchmarks"]:
+        stats, extra = bench["stats"], bench.get("extra_info", {}) or {}
+        row = {f"{k}_ms": stats[k] * 1e3 for k in STAT_COLUMNS if isinstance(stats.get(k), int | float)}
+        row.update(
+            name=bench.get("name"),
+            group=bench.get("group"),
+            rounds=stats.get("rounds"),
+            iterations=stats.get("iterations"),
+            ops_per_s=stats.get("ops"),
+        )
+        row.update(extra)
+        batch = extra.get("batch_size")
+        # throughput counts samples, not calls (catalog B35): batch / median seconds per call
+        row["samples_per_s"] = batch / stats["median"] if isinstance(batch, int) and stats["median"] > 0 else None
+        row.update(
+            source=path.name,
+            datetime=data.get("datetime"),
+            commit=(commit.get("id") or "")[:12] or None,
+            machine=machine.get("node"),
+            cpu=ours.get("cpu_model") or (machine.get("cpu") or {}).get("brand_raw"),
+            gpu=ours.get("gpu"),
+            torch_version=ours.get("torch"),
+            python_version=machine.get("python_version"),
+        )
+        if "input_shapes" in row:
+            row["input_shapes"] = json.dumps(row["input_shapes"])
+        yield row
+
+
+def collate(paths: Iterable[str | Path]) -> pd.DataFrame:
+    """All benchmarks of all files in one DataFrame; every file is validated before any is used."""
+    loaded = [(Path(p), _read_json(Path(p))) for p in paths]
+    if not loaded:
+        raise ReportError("no benchmark JSON files given")
+    frame = pd.DataFrame([row for path, data in loaded for row in _rows(path, data)])
+    if frame.empty:
+        raise ReportError(f"no benchmarks in {', '.join(str(p) for p, _ in loaded)}")
+    leading = [c for c in LEADING_COLUMNS if c in frame.columns]
+    return frame[leading + [c for c in frame.columns if c not in leading]]
+
+
+def _latency_plot(frame: pd.DataFrame, path: Path) -> None:
+    """Median latency (IQR as error bars) per model and backend, one panel per device and batch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    has_cases = {"model", "backend", "batch_size", "device"} <= set(frame.columns)
+    frame = frame.assign(
+        label=frame["model"] + "." + frame["size"] if has_cases else frame["name"],
+        backend=frame["backend"] if has_cases else "value",
+        panel=(frame["device"] + ", batch " + frame["batch_size"].astype(str)) if has_cases else "all",
+    )
+    panels = sorted(frame["panel"].unique())
+    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.2 * len(panels)), squeeze=False)
+    for ax, panel in zip(axes[:, 0], panels, strict=True):
+        part = frame[frame["panel"] == panel]
+        median = part.pivot_table(index="label", columns="backend", values="median_ms", aggfunc="median")
+        iqr = part.pivot_table(index="label", columns="backend", values="iqr_ms", aggfunc="median")
+        median.plot.bar(ax=ax, yerr=iqr.reindex_like(median) / 2, logy=True, rot=0, capsize=2)
+        ax.set_title(f"median latency ({panel})")
+        ax.set_xlabel("")
+        ax.set_ylabel("ms (log scale)")
+        ax.legend(title="backend", fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _summary_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Median ms per (model, size, device, batch) x backend: the table people read first."""
+    if not {"model", "backend", "batch_size", "device"} <= set(frame.columns):
+        return frame[["name", "median_ms"]].set_index("name")
+    table = frame.pivot_table(
+        index=["model", "size", "device", "batch_size"], columns="backend", values="median_ms", aggfunc="median"
+    )
+    return table.round(4)
+
+
+def _header(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    facts = [("benchmarks", str(len(frame))), ("source files", ", ".join(sorted(frame["source"].unique())))]
+    for column in ("machine", "cpu", "gpu", "torch_version", "threads", "commit", "datetime"):
+        if column in frame.columns:
+            values = sorted({str(v) for v in frame[column].dropna()})
+            facts.append((column, ", ".join(values) if values else "n/a"))
+    return facts
+
+
+def _parity_failures(frame: pd.DataFrame) -> pd.DataFrame:
+    if "parity_ok" not in frame.columns:
+        return frame.iloc[0:0]
+    return frame[frame["parity_ok"] == False]  # noqa: E712  (NaN, from other tools, is not a failure)
+
+
+DETAIL_COLUMNS = [
+    "model", "size", "backend", "device", "batch_size", "median_ms", "iqr_ms", "rounds",
+    "samples_per_s", "params", "flops", "parity_max_abs_diff", "parity_ok",
+]
+
+
+def write_report(frame: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
+    """Write every output into ``out_dir``; each file appears whole or not at all (temp + rename)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = _summary_table(frame)
+    details = frame[[c for c in DETAIL_COLUMNS if c in frame.columns]]
+    failures = _parity_failures(frame)
+    header = _header(frame)
+
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".report-") as staging:
+        staged = Path(staging)
+        frame.to_csv(staged / "results.csv", index=False)
+        _latency_plot(frame, staged / "latency.png")
+
+        md = ["# torchgauge benchmark report", ""]
+        md += [f"- **{key}**: {value}" for key, value in header]
+        md += ["", "## Median latency (ms) by backend", "", summary.to_markdown(), ""]
+        if len(failures):
+            md += ["## Backends outside their parity tolerance", "", failures[details.columns].to_markdown(index=False), ""]
+        md += ["![median latency by model and backend](latency.png)", "", "## All benchmarks", ""]
+        md += [details.to_markdown(index=False, floatfmt=".6g"), ""]
+        (staged / "report.md").write_text("\n".join(md))
+
+        png = base64.b64encode((staged / "latency.png").read_bytes()).decode()
+        items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in header)
+        parity = (
+            "<h2>Backends outside their parity tolerance</h2>" + failures[details.columns].to_html(index=False)
+            if len(failures) else ""
+        )
+        (staged / "report.html").write_text(
+            "<!doctype html><html><head><meta charset='utf-8'><title>torchgauge report</title>"
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+            "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}</style></head><body>"
+            f"<h1>torchgauge benchmark report</h1><ul>{items}</ul>"
+            f"<h2>Median latency (ms) by backend</h2>{summary.to_html()}{parity}"
+            f"<img alt='median latency by model and backend' src='data:image/png;base64,{png}'>"
+            f"<h2>All benchmarks</h2>{details.to_html(index=False)}</body></html>"
+        )
+        written = {}
+        for name in OUTPUT_FILES:
+            os.replace(staged / name, out_dir / name)
+            written[name] = out_dir / name
+    return written
