@@ -1,1 +1,1 @@
-"""torchgauge benchmarks: pytest-benchmark suites generated from the registry, a runner and reports."""
+"""torchgauge benchmarks: pytest-benchmark suites from the registry, a runner, reports."""

@@ -16,7 +16,9 @@ from impl import count_parameters, get_spec
 from impl.backends import get_backend
 
 
-def bench_inference(benchmark, case: BenchCase, prepared_models, bench_threads: int, request) -> None:
+def bench_inference(
+    benchmark, case: BenchCase, prepared_models, bench_threads: int, request
+) -> None:
     spec, backend = get_spec(case.model), get_backend(case.backend)
     cfg = spec.config(case.size)
     model, runner = prepared_models.model(case), prepared_models.runner(case)

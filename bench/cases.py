@@ -75,7 +75,9 @@ def bench_cases(
     for spec in specs:
         for size in sizes:
             if size not in spec.sizes:
-                raise BenchConfigError(f"model {spec.name!r} has no size {size!r}; sizes: {sorted(spec.sizes)}")
+                raise BenchConfigError(
+                    f"model {spec.name!r} has no size {size!r}; sizes: {sorted(spec.sizes)}"
+                )
     if not batch_sizes or min(batch_sizes) < 1:
         raise BenchConfigError(f"batch sizes must be positive integers, got {batch_sizes}")
     return [

@@ -91,11 +91,25 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name in list_models():
         spec = get_spec(name)
         backends = [b for b in list_backends() if spec.supports(get_backend(b).requires)]
-        rows.append((name, spec.family, spec.curriculum, f"{spec.full_params:,}", ",".join(sorted(spec.sizes)), ",".join(backends), spec.summary))
+        rows.append(
+            (
+                name,
+                spec.family,
+                spec.curriculum,
+                f"{spec.full_params:,}",
+                ",".join(sorted(spec.sizes)),
+                ",".join(backends),
+                spec.summary,
+            )
+        )
     header = ("model", "family", "curriculum", "full params", "sizes", "backends", "summary")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:
-        print("  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False)) + "  " + row[-1])
+        print(
+            "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False))
+            + "  "
+            + row[-1]
+        )
     return 0
 
 
@@ -119,10 +133,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     pytest_args = [
         str(BENCH_DIR),
         f"--rootdir={BENCH_DIR.parent}",
-        "-p", "no:cacheprovider",
-        "-o", "python_files=bench_*.py",  # also when installed without this repo's pyproject
-        "-o", "python_functions=bench_*",
-        "-q", "--no-header",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "python_files=bench_*.py",  # also when installed without this repo's pyproject
+        "-o",
+        "python_functions=bench_*",
+        "-q",
+        "--no-header",
         "--benchmark-only",
         f"--benchmark-json={raw}",
         "--benchmark-columns=median,iqr,ops,rounds",
@@ -136,28 +154,48 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.threads:
         pytest_args.append(f"--bench-threads={args.threads}")
     print(f"torchgauge: run {run_id}: {len(cases)} cases -> {final}", file=sys.stderr)
-    status = pytest.main(pytest_args, plugins=[Progress()])
-    if status != 0 or not raw.is_file():
+    try:
+        status = pytest.main(pytest_args, plugins=[Progress()])
+        if status != 0 or not raw.is_file():
+            shutil.rmtree(staging, ignore_errors=True)
+            print(
+                f"torchgauge: error: the benchmark run failed (pytest exit code {int(status)}); "
+                "nothing was kept",
+                file=sys.stderr,
+            )
+            return 1
+        frame = collate([raw])
+        write_report(frame, staging)
+    except BaseException:  # interrupted or crashed: leave no half-written run behind
         shutil.rmtree(staging, ignore_errors=True)
-        print(f"torchgauge: error: the benchmark run failed (pytest exit code {int(status)}); nothing was kept", file=sys.stderr)
-        return 1
-    frame = collate([raw])
-    write_report(frame, staging)
-    staging.rename(final)
-    print(f"torchgauge: wrote {len(frame)} results to {final}/ ({', '.join(OUTPUT_FILES)}, benchmark.json)")
+        raise
+    staging.rename(final)  # the run appears whole, or not at all
+    print(
+        f"torchgauge: wrote {len(frame)} results to {final}/ "
+        f"({', '.join(OUTPUT_FILES)}, benchmark.json)"
+    )
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    out = Path(args.out) if args.out else Path("reports/runs") / new_run_id("report", Path("reports/runs"))
+    out = (
+        Path(args.out)
+        if args.out
+        else Path("reports/runs") / new_run_id("report", Path("reports/runs"))
+    )
     if out.exists() and any((out / name).exists() for name in OUTPUT_FILES) and not args.force:
-        raise UsageError(f"{out} already holds a report; choose another --out or pass --force to replace it")
+        raise UsageError(
+            f"{out} already holds a report; choose another --out or pass --force to replace it"
+        )
     try:
         frame = collate(args.files)
     except ReportError as error:
         raise UsageError(str(error)) from None
     write_report(frame, out)
-    print(f"torchgauge: wrote {len(frame)} results from {len(args.files)} file(s) to {out}/ ({', '.join(OUTPUT_FILES)})")
+    print(
+        f"torchgauge: wrote {len(frame)} results from {len(args.files)} file(s) "
+        f"to {out}/ ({', '.join(OUTPUT_FILES)})"
+    )
     return 0
 
 
@@ -168,17 +206,33 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("list", help="print the model registry").set_defaults(func=cmd_list)
 
     run = commands.add_parser("run", help="run the benchmarks and write a report")
-    run.add_argument("--models", help="comma-separated model names (default: every registered model)")
+    run.add_argument(
+        "--models", help="comma-separated model names (default: every registered model)"
+    )
     run.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default: cpu")
-    run.add_argument("--backends", help=f"comma-separated, from {', '.join(list_backends())} (default: all)")
+    run.add_argument(
+        "--backends", help=f"comma-separated, from {', '.join(list_backends())} (default: all)"
+    )
     run.add_argument("--sizes", help="comma-separated model sizes (default: full)")
-    run.add_argument("--threads", type=int, help="intra-op threads for torch and onnxruntime (default: CPU count)")
-    run.add_argument("--quick", action="store_true", help="short timing (0.1 s, >= 5 rounds per benchmark)")
-    run.add_argument("--out", default="reports/runs", help="directory that receives <run-id>/ (default: reports/runs)")
+    run.add_argument(
+        "--threads",
+        type=int,
+        help="intra-op threads for torch and onnxruntime (default: CPU count)",
+    )
+    run.add_argument(
+        "--quick", action="store_true", help="short timing (0.1 s, >= 5 rounds per benchmark)"
+    )
+    run.add_argument(
+        "--out",
+        default="reports/runs",
+        help="directory that receives <run-id>/ (default: reports/runs)",
+    )
     run.set_defaults(func=cmd_run)
 
     report = commands.add_parser("report", help="collate pytest-benchmark JSON files into a report")
-    report.add_argument("files", nargs="+", help="pytest-benchmark JSON files (--benchmark-json output)")
+    report.add_argument(
+        "files", nargs="+", help="pytest-benchmark JSON files (--benchmark-json output)"
+    )
     report.add_argument("--out", help="output directory (default: reports/runs/<timestamp>-report)")
     report.add_argument("--force", action="store_true", help="replace a report already in --out")
     report.set_defaults(func=cmd_report)

@@ -34,10 +34,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--bench-backends", help="comma-separated backends (default: all)")
     group.addoption("--bench-batch-sizes", default="1,32", help="comma-separated (default: 1,32)")
     group.addoption(
-        "--bench-threads", type=int, default=DEFAULT_THREADS,
+        "--bench-threads",
+        type=int,
+        default=DEFAULT_THREADS,
         help=f"torch and onnxruntime intra-op threads (default: {DEFAULT_THREADS}, the CPU count)",
     )
-    group.addoption("--bench-warmup", type=int, default=10, help="untimed calls before timing (default: 10)")
+    group.addoption(
+        "--bench-warmup", type=int, default=10, help="untimed calls before timing (default: 10)"
+    )
 
 
 def _selected_cases(config: pytest.Config) -> list[BenchCase]:
@@ -94,7 +98,9 @@ class PreparedModels:
             out.mkdir(parents=True, exist_ok=True)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # exporter progress and TorchScript deprecation
-                self._runners[key] = get_backend(case.backend).prepare(self.model(case), example, out, self.threads)
+                self._runners[key] = get_backend(case.backend).prepare(
+                    self.model(case), example, out, self.threads
+                )
         return self._runners[key]
 
 

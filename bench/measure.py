@@ -12,7 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 
 def count_flops(model: nn.Module, inputs: tuple[Tensor, ...]) -> int:
-    """FLOPs of one eager forward, counted by ``torch.utils.flop_counter`` (matmul, conv, attention).
+    """FLOPs of one eager forward, by ``torch.utils.flop_counter`` (matmul, conv, attention).
 
     The CPU LSTM (oneDNN) and the fused Transformer-encoder inference path are single opaque ops
     the counter does not know, so we count on the decomposed path: oneDNN and the MHA fast path
@@ -23,7 +23,11 @@ def count_flops(model: nn.Module, inputs: tuple[Tensor, ...]) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # mkldnn.flags warns about Intel-GPU TF32 on every use
-            with torch.no_grad(), torch.backends.mkldnn.flags(enabled=False), FlopCounterMode(display=False) as counter:
+            with (
+                torch.no_grad(),
+                torch.backends.mkldnn.flags(enabled=False),
+                FlopCounterMode(display=False) as counter,
+            ):
                 model(*inputs)
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)

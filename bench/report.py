@@ -19,8 +19,18 @@ import pandas as pd
 
 STAT_COLUMNS = ("median", "iqr", "mean", "stddev", "min", "max", "q1", "q3")
 LEADING_COLUMNS = [
-    "model", "size", "backend", "device", "batch_size", "median_ms", "iqr_ms", "mean_ms",
-    "stddev_ms", "rounds", "ops_per_s", "samples_per_s",
+    "model",
+    "size",
+    "backend",
+    "device",
+    "batch_size",
+    "median_ms",
+    "iqr_ms",
+    "mean_ms",
+    "stddev_ms",
+    "rounds",
+    "ops_per_s",
+    "samples_per_s",
 ]
 OUTPUT_FILES = ("results.csv", "report.md", "report.html", "latency.png")
 
@@ -40,7 +50,9 @@ def _read_json(path: Path) -> dict:
         raise ReportError(f"{path}: not a pytest-benchmark JSON file (no 'benchmarks' list)")
     for i, bench in enumerate(data["benchmarks"]):
         stats = bench.get("stats") if isinstance(bench, dict) else None
-        if not isinstance(stats, dict) or any(not isinstance(stats.get(k), int | float) for k in ("median", "mean")):
+        if not isinstance(stats, dict) or any(
+            not isinstance(stats.get(k), int | float) for k in ("median", "mean")
+        ):
             raise ReportError(f"{path}: benchmark #{i} has no numeric stats (median, mean)")
     return data
 
@@ -51,7 +63,9 @@ def _rows(path: Path, data: dict) -> Iterable[dict]:
     commit = data.get("commit_info", {}) or {}
     for bench in data["benchmarks"]:
         stats, extra = bench["stats"], bench.get("extra_info", {}) or {}
-        row = {f"{k}_ms": stats[k] * 1e3 for k in STAT_COLUMNS if isinstance(stats.get(k), int | float)}
+        row = {
+            f"{k}_ms": stats[k] * 1e3 for k in STAT_COLUMNS if isinstance(stats.get(k), int | float)
+        }
         row.update(
             name=bench.get("name"),
             group=bench.get("group"),
@@ -62,7 +76,9 @@ def _rows(path: Path, data: dict) -> Iterable[dict]:
         row.update(extra)
         batch = extra.get("batch_size")
         # throughput counts samples, not calls (catalog B35): batch / median seconds per call
-        row["samples_per_s"] = batch / stats["median"] if isinstance(batch, int) and stats["median"] > 0 else None
+        row["samples_per_s"] = (
+            batch / stats["median"] if isinstance(batch, int) and stats["median"] > 0 else None
+        )
         row.update(
             source=path.name,
             datetime=data.get("datetime"),
@@ -101,13 +117,17 @@ def _latency_plot(frame: pd.DataFrame, path: Path) -> None:
     frame = frame.assign(
         label=frame["model"] + "." + frame["size"] if has_cases else frame["name"],
         backend=frame["backend"] if has_cases else "value",
-        panel=(frame["device"] + ", batch " + frame["batch_size"].astype(str)) if has_cases else "all",
+        panel=(frame["device"] + ", batch " + frame["batch_size"].astype(str))
+        if has_cases
+        else "all",
     )
     panels = sorted(frame["panel"].unique())
     fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.2 * len(panels)), squeeze=False)
     for ax, panel in zip(axes[:, 0], panels, strict=True):
         part = frame[frame["panel"] == panel]
-        median = part.pivot_table(index="label", columns="backend", values="median_ms", aggfunc="median")
+        median = part.pivot_table(
+            index="label", columns="backend", values="median_ms", aggfunc="median"
+        )
         iqr = part.pivot_table(index="label", columns="backend", values="iqr_ms", aggfunc="median")
         median.plot.bar(ax=ax, yerr=iqr.reindex_like(median) / 2, logy=True, rot=0, capsize=2)
         ax.set_title(f"median latency ({panel})")
@@ -124,13 +144,19 @@ def _summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     if not {"model", "backend", "batch_size", "device"} <= set(frame.columns):
         return frame[["name", "median_ms"]].set_index("name")
     table = frame.pivot_table(
-        index=["model", "size", "device", "batch_size"], columns="backend", values="median_ms", aggfunc="median"
+        index=["model", "size", "device", "batch_size"],
+        columns="backend",
+        values="median_ms",
+        aggfunc="median",
     )
     return table.round(4)
 
 
 def _header(frame: pd.DataFrame) -> list[tuple[str, str]]:
-    facts = [("benchmarks", str(len(frame))), ("source files", ", ".join(sorted(frame["source"].unique())))]
+    facts = [
+        ("benchmarks", str(len(frame))),
+        ("source files", ", ".join(sorted(frame["source"].unique()))),
+    ]
     for column in ("machine", "cpu", "gpu", "torch_version", "threads", "commit", "datetime"):
         if column in frame.columns:
             values = sorted({str(v) for v in frame[column].dropna()})
@@ -145,13 +171,24 @@ def _parity_failures(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 DETAIL_COLUMNS = [
-    "model", "size", "backend", "device", "batch_size", "median_ms", "iqr_ms", "rounds",
-    "samples_per_s", "params", "flops", "parity_max_abs_diff", "parity_ok",
+    "model",
+    "size",
+    "backend",
+    "device",
+    "batch_size",
+    "median_ms",
+    "iqr_ms",
+    "rounds",
+    "samples_per_s",
+    "params",
+    "flops",
+    "parity_max_abs_diff",
+    "parity_ok",
 ]
 
 
 def write_report(frame: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
-    """Write every output into ``out_dir``; each file appears whole or not at all (temp + rename)."""
+    """Write every output into ``out_dir``; each appears whole or not at all (temp + rename)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = _summary_table(frame)
@@ -168,7 +205,12 @@ def write_report(frame: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
         md += [f"- **{key}**: {value}" for key, value in header]
         md += ["", "## Median latency (ms) by backend", "", summary.to_markdown(), ""]
         if len(failures):
-            md += ["## Backends outside their parity tolerance", "", failures[details.columns].to_markdown(index=False), ""]
+            md += [
+                "## Backends outside their parity tolerance",
+                "",
+                failures[details.columns].to_markdown(index=False),
+                "",
+            ]
         md += ["![median latency by model and backend](latency.png)", "", "## All benchmarks", ""]
         md += [details.to_markdown(index=False, floatfmt=".6g"), ""]
         (staged / "report.md").write_text("\n".join(md))
@@ -176,8 +218,10 @@ def write_report(frame: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
         png = base64.b64encode((staged / "latency.png").read_bytes()).decode()
         items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in header)
         parity = (
-            "<h2>Backends outside their parity tolerance</h2>" + failures[details.columns].to_html(index=False)
-            if len(failures) else ""
+            "<h2>Backends outside their parity tolerance</h2>"
+            + failures[details.columns].to_html(index=False)
+            if len(failures)
+            else ""
         )
         (staged / "report.html").write_text(
             "<!doctype html><html><head><meta charset='utf-8'><title>torchgauge report</title>"

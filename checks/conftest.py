@@ -17,7 +17,9 @@ _COMMON = {
     "deadline": None,  # the first call of a torch op is slow (lazy init); timing belongs in bench/
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 }
-settings.register_profile("ci", max_examples=25, derandomize=True, database=None, print_blob=True, **_COMMON)
+settings.register_profile(
+    "ci", max_examples=25, derandomize=True, database=None, print_blob=True, **_COMMON
+)
 settings.register_profile("dev", max_examples=10, **_COMMON)
 settings.register_profile("thorough", max_examples=200, **_COMMON)
 settings.load_profile(os.environ.get("TORCHGAUGE_PROFILE", "ci" if os.environ.get("CI") else "dev"))
@@ -37,7 +39,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _fixed_threads():
-    """Every check runs with the same intra-op thread count, so results do not depend on the host."""
+    """Every check runs with the same intra-op thread count, whatever the host has."""
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     yield

@@ -39,7 +39,7 @@ BACKEND_CASES = [
 
 
 def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:
-    """Signal-to-quantisation-noise ratio, 20 log10(|x| / |x - x_hat|), as PyTorch's quantisation tests."""
+    """Signal-to-quantisation-noise ratio 20 log10(|x| / |x - x_hat|), as in PyTorch's tests."""
     noise = (reference - approx.float()).norm()
     return float("inf") if noise == 0 else float(20 * torch.log10(reference.norm() / noise))
 
@@ -65,7 +65,9 @@ def prepared(name: str, backend: str, workdir: Path) -> tuple[torch.nn.Module, P
 
 @pytest.mark.parametrize(("name", "backend_name"), BACKEND_CASES)
 @given(data=st.data())
-def test_backend_matches_eager(name: str, backend_name: str, data: st.DataObject, tmp_path_factory) -> None:
+def test_backend_matches_eager(
+    name: str, backend_name: str, data: st.DataObject, tmp_path_factory
+) -> None:
     """One exported artifact serves every drawn batch size and sequence length, within tolerance."""
     spec, backend = get_spec(name), get_backend(backend_name)
     cfg = spec.config("tiny")

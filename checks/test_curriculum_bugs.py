@@ -15,12 +15,17 @@ from impl.techniques.focal_loss import sigmoid_focal_loss
 class CurriculumTransformerQ31(nn.Module):
     """002 Q31 as written: nn.Transformer with its default batch_first=False, fed (B, T, E)."""
 
-    def __init__(self, vocab_size=100, d_model=32, nhead=2, num_layers=1, num_classes=3, max_len=16):
+    def __init__(
+        self, vocab_size=100, d_model=32, nhead=2, num_layers=1, num_classes=3, max_len=16
+    ):
         super().__init__()  # sizes shrunk to the tiny config; the layer wiring is the curriculum's
         self.embedding = nn.Embedding(vocab_size, d_model)
         self.pos_encoder = nn.Parameter(torch.zeros(1, max_len, d_model))
         self.transformer = nn.Transformer(
-            d_model=d_model, nhead=nhead, num_encoder_layers=num_layers, num_decoder_layers=num_layers,
+            d_model=d_model,
+            nhead=nhead,
+            num_encoder_layers=num_layers,
+            num_decoder_layers=num_layers,
             dim_feedforward=64,
         )
         self.fc = nn.Linear(d_model, num_classes)
@@ -92,4 +97,6 @@ def test_q29_focal_loss_ignores_hard_negatives_and_ours_does_not() -> None:
     # positives agree: for y = 1, p_t = p and alpha_t = alpha
     positive = torch.tensor([1.0])
     for logit in (hard, easy):
-        torch.testing.assert_close(curriculum_focal_loss_q29(logit, positive), sigmoid_focal_loss(logit, positive))
+        torch.testing.assert_close(
+            curriculum_focal_loss_q29(logit, positive), sigmoid_focal_loss(logit, positive)
+        )

@@ -30,7 +30,9 @@ REDUCTIONS = st.sampled_from(["none", "mean", "sum"])
 def test_matches_torchvision(batch, alpha, gamma, reduction) -> None:
     logits, targets = batch
     ours = sigmoid_focal_loss(logits, targets, alpha, gamma, reduction)
-    theirs = torchvision_focal_loss(logits, targets, -1 if alpha is None else alpha, gamma, reduction)
+    theirs = torchvision_focal_loss(
+        logits, targets, -1 if alpha is None else alpha, gamma, reduction
+    )
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)  # torchvision's own tolerance
     torch.testing.assert_close(FocalLoss(alpha, gamma, reduction)(logits, targets), ours)
 
@@ -39,7 +41,9 @@ def test_matches_torchvision(batch, alpha, gamma, reduction) -> None:
 def test_gradcheck_in_float64(batch, alpha, gamma) -> None:
     logits, targets = batch
     logits.requires_grad_(True)
-    assert torch.autograd.gradcheck(lambda x: sigmoid_focal_loss(x, targets, alpha, gamma, "sum"), (logits,))
+    assert torch.autograd.gradcheck(
+        lambda x: sigmoid_focal_loss(x, targets, alpha, gamma, "sum"), (logits,)
+    )
 
 
 @given(batch=logits_and_targets())

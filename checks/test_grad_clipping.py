@@ -17,8 +17,10 @@ NORM_TYPES = st.sampled_from([1.0, 2.0, 3.0, math.inf])
 
 @st.composite
 def parameters_with_grads(draw: st.DrawFn) -> list[nn.Parameter]:
-    """1 to 4 parameters of random shapes with seeded gradients spread over six orders of magnitude."""
-    shapes = draw(st.lists(st.lists(st.integers(1, 6), min_size=1, max_size=3), min_size=1, max_size=4))
+    """1 to 4 parameters of random shapes, seeded gradients over six orders of magnitude."""
+    shapes = draw(
+        st.lists(st.lists(st.integers(1, 6), min_size=1, max_size=3), min_size=1, max_size=4)
+    )
     seed = draw(st.integers(0, 2**31 - 1))
     scale = 10.0 ** draw(st.floats(-3, 3))
     generator = torch.Generator().manual_seed(seed)
@@ -49,7 +51,10 @@ def test_reference_norm_matches_torch(params: list[nn.Parameter], norm_type: flo
     expected = torch.linalg.vector_norm(flat, norm_type)
     torch.testing.assert_close(total_grad_norm(params, norm_type), expected)
     torch.testing.assert_close(
-        nn.utils.get_total_norm([p.grad for p in params], norm_type).double(), expected, rtol=1e-5, atol=0
+        nn.utils.get_total_norm([p.grad for p in params], norm_type).double(),
+        expected,
+        rtol=1e-5,
+        atol=0,
     )
 
 
@@ -66,13 +71,19 @@ def test_clip_grad_norm_bounds_the_global_norm_by_one_common_factor(
 
     returned = nn.utils.clip_grad_norm_(params, max_norm, norm_type=norm_type)
 
-    torch.testing.assert_close(returned.double(), expected_total, rtol=1e-5, atol=0)  # the pre-clip norm
+    torch.testing.assert_close(
+        returned.double(), expected_total, rtol=1e-5, atol=0
+    )  # the pre-clip norm
     assert total_grad_norm(params, norm_type) <= max_norm * (1 + 1e-5)
     factor = min(1.0, max_norm / (float(expected_total) + 1e-6))  # torch's clip coefficient
     for g_before, p in zip(before, params, strict=True):
-        torch.testing.assert_close(p.grad, g_before * factor, rtol=1e-5, atol=1e-30)  # same direction
+        torch.testing.assert_close(
+            p.grad, g_before * factor, rtol=1e-5, atol=1e-30
+        )  # same direction
     if float(expected_total) + 1e-6 <= max_norm:
-        assert all(torch.equal(b, p.grad) for b, p in zip(before, params, strict=True)), "no-op below"
+        assert all(torch.equal(b, p.grad) for b, p in zip(before, params, strict=True)), (
+            "no-op below"
+        )
 
 
 @given(params=parameters_with_grads(), max_value=st.floats(1e-3, 1e3))
@@ -93,7 +104,9 @@ def test_norm_clipping_is_not_value_clipping() -> None:
     by_norm.grad, by_value.grad = torch.tensor([3.0, 0.5]), torch.tensor([3.0, 0.5])
     nn.utils.clip_grad_norm_([by_norm], max_norm=1.0)
     nn.utils.clip_grad_value_([by_value], clip_value=1.0)
-    torch.testing.assert_close(by_norm.grad, torch.tensor([3.0, 0.5]) / math.hypot(3.0, 0.5), rtol=1e-5, atol=0)
+    torch.testing.assert_close(
+        by_norm.grad, torch.tensor([3.0, 0.5]) / math.hypot(3.0, 0.5), rtol=1e-5, atol=0
+    )
     assert torch.equal(by_value.grad, torch.tensor([1.0, 0.5]))
 
 
@@ -112,7 +125,9 @@ def test_non_finite_gradients_are_reported(bad: float) -> None:
 
 
 @given(params=parameters_with_grads(), norm_type=NORM_TYPES, limit=st.floats(1e-2, 1e2))
-def test_clip_gradients_dispatches_to_torch(params: list[nn.Parameter], norm_type: float, limit: float) -> None:
+def test_clip_gradients_dispatches_to_torch(
+    params: list[nn.Parameter], norm_type: float, limit: float
+) -> None:
     twins = [nn.Parameter(torch.zeros_like(p)) for p in params]
     for twin, p in zip(twins, params, strict=True):
         twin.grad = p.grad.clone()

@@ -90,8 +90,12 @@ def test_kaiming_matches_its_closed_form(shape, distribution, mode, nonlinearity
 
 def test_closed_forms_by_hand() -> None:
     """Numbers worked out by hand (and quoted in the catalog), independent of the code above."""
-    assert kaiming_law((1000, 1000), "normal", nonlinearity="relu").std == pytest.approx(0.04472, abs=1e-5)
-    assert kaiming_law((10, 1000), "uniform", nonlinearity="relu").bound == pytest.approx(math.sqrt(6 / 1000))
+    assert kaiming_law((1000, 1000), "normal", nonlinearity="relu").std == pytest.approx(
+        0.04472, abs=1e-5
+    )
+    assert kaiming_law((10, 1000), "uniform", nonlinearity="relu").bound == pytest.approx(
+        math.sqrt(6 / 1000)
+    )
     assert xavier_law((30, 20), "uniform").bound == pytest.approx(math.sqrt(6 / 50))
     assert pytorch_default_law((1000, 1000)).std == pytest.approx(0.01826, abs=1e-5)
     assert pytorch_default_law((64, 64, 3, 3)).bound == pytest.approx(1 / math.sqrt(576))
@@ -102,7 +106,9 @@ def test_closed_forms_by_hand() -> None:
     width=st.integers(30, 60),
     seed=st.integers(0, 2**31 - 1),
 )
-def test_pytorch_default_init_is_uniform_one_over_sqrt_fan_in(layer: str, width: int, seed: int) -> None:
+def test_pytorch_default_init_is_uniform_one_over_sqrt_fan_in(
+    layer: str, width: int, seed: int
+) -> None:
     """Catalog B02: the default is kaiming_uniform_(a=sqrt(5)), i.e. U(+-1/sqrt(fan_in)), for the
     weight and (separately) the bias. It is not He initialisation for ReLU."""
     torch.manual_seed(seed)
@@ -122,7 +128,9 @@ def test_init_weights_via_apply(scheme: str, distribution: str) -> None:
     """The curriculum's ``model.apply(_init_weights)`` pattern: laws on weights, zero biases,
     unit LayerNorm; modules it does not know keep their parameters."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Conv2d(16, 32, 3), nn.Flatten(), nn.Linear(60, 50), nn.LayerNorm(50), nn.Embedding(10, 4))
+    model = nn.Sequential(
+        nn.Conv2d(16, 32, 3), nn.Flatten(), nn.Linear(60, 50), nn.LayerNorm(50), nn.Embedding(10, 4)
+    )
     with torch.no_grad():
         model[3].weight.fill_(3.0)
     embedding_before = model[4].weight.clone()

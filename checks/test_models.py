@@ -84,12 +84,16 @@ def test_same_seed_same_model_and_inputs(name: str, seed: int) -> None:
 @pytest.mark.parametrize("name", MODELS)
 @given(data=st.data())
 def test_one_sgd_step_lowers_the_loss(name: str, data: st.DataObject) -> None:
-    """A small gradient step decreases the loss on the batch it was computed on (float64, no dropout)."""
+    """A small gradient step lowers the loss on its own batch (float64, dropout off)."""
     spec = get_spec(name)
     cfg = spec.config("tiny")
     draw = data.draw(input_draws(spec, cfg))
-    model = build(name, draw.seed % 1000).double().eval()  # eval: dropout off, the loss is deterministic
-    inputs = cast_inputs(spec.inputs(cfg, draw.batch_size, seed=draw.seed, **draw.dims), "cpu", torch.float64)
+    model = (
+        build(name, draw.seed % 1000).double().eval()
+    )  # eval: dropout off, the loss is deterministic
+    inputs = cast_inputs(
+        spec.inputs(cfg, draw.batch_size, seed=draw.seed, **draw.dims), "cpu", torch.float64
+    )
     targets = spec.make_targets(cfg, draw.batch_size, seed=draw.seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     before = spec.loss(model(*inputs), targets)
@@ -168,7 +172,9 @@ def test_no_parameter_is_dead(name: str) -> None:
 
 @pytest.mark.parametrize("name", PADDED_MODELS)
 @given(data=st.data())
-def test_appending_pad_tokens_does_not_change_the_prediction(name: str, data: st.DataObject) -> None:
+def test_appending_pad_tokens_does_not_change_the_prediction(
+    name: str, data: st.DataObject
+) -> None:
     """Catalog B37: the curriculum's LSTM reads the output after the padding; ours must not."""
     spec = get_spec(name)
     cfg = spec.config("tiny")

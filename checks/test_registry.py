@@ -1,4 +1,4 @@
-"""Registry invariants: every model module registers, every spec is complete, lookups fail clearly."""
+"""Registry invariants: every model module registers, specs are complete, lookups fail clearly."""
 
 from __future__ import annotations
 
@@ -25,7 +25,10 @@ def _registered_in(path: Path) -> set[str]:
         node.name
         for node in tree.body
         if isinstance(node, ast.FunctionDef)
-        and any(isinstance(d, ast.Call) and getattr(d.func, "id", "") == "register_model" for d in node.decorator_list)
+        and any(
+            isinstance(d, ast.Call) and getattr(d.func, "id", "") == "register_model"
+            for d in node.decorator_list
+        )
     }
 
 
@@ -54,7 +57,9 @@ def test_spec_is_complete(name: str) -> None:
 
 
 def test_unknown_model_names_close_matches() -> None:
-    with pytest.raises(UnknownModelError, match=r"unknown model 'mlp_784'; did you mean mlp_784_128_10\?"):
+    with pytest.raises(
+        UnknownModelError, match=r"unknown model 'mlp_784'; did you mean mlp_784_128_10\?"
+    ):
         get_spec("mlp_784")
     with pytest.raises(UnknownModelError, match=r"unknown model 'zzz' \(known: "):
         create_model("zzz")

@@ -1,4 +1,4 @@
-"""torchgauge reference implementations: models (``impl.models``) and techniques (``impl.techniques``)."""
+"""torchgauge reference implementations: ``impl.models`` and ``impl.techniques``."""
 
 from impl.registry import (
     Cap,

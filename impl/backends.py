@@ -54,17 +54,21 @@ def _torch_runner(module: Callable[..., Tensor], artifact: Path | None = None) -
         with torch.inference_mode():
             return module(*inputs)
 
-    return Prepared(convert=lambda inputs: inputs, run=run, to_torch=lambda out: out, artifact=artifact)
+    return Prepared(
+        convert=lambda inputs: inputs, run=run, to_torch=lambda out: out, artifact=artifact
+    )
 
 
-def _prepare_eager(model: nn.Module, inputs: tuple[Tensor, ...], workdir: Path, threads: int) -> Prepared:
+def _prepare_eager(
+    model: nn.Module, inputs: tuple[Tensor, ...], workdir: Path, threads: int
+) -> Prepared:
     return _torch_runner(model)
 
 
 def _prepare_torchscript(
     model: nn.Module, inputs: tuple[Tensor, ...], workdir: Path, threads: int
 ) -> Prepared:
-    """``torch.jit.script``, saved and loaded back, as deployed (deprecated in torch 2.14, still used)."""
+    """``torch.jit.script``, saved and loaded back as deployed (deprecated in torch 2.14)."""
     path = workdir / "model.torchscript.pt"
     torch.jit.save(torch.jit.script(model), str(path))
     device = next(iter(model.parameters())).device
@@ -75,7 +79,9 @@ def export_onnx(model: nn.Module, inputs: tuple[Tensor, ...], path: Path) -> Pat
     """Export with the dynamo exporter (torch's default since 2.9), every input dimension dynamic
     where the model allows it, so one file serves every batch size and sequence length."""
     dynamic_shapes = tuple({axis: torch.export.Dim.AUTO for axis in range(x.dim())} for x in inputs)
-    torch.onnx.export(model, inputs, str(path), dynamo=True, dynamic_shapes=dynamic_shapes, verbose=False)
+    torch.onnx.export(
+        model, inputs, str(path), dynamo=True, dynamic_shapes=dynamic_shapes, verbose=False
+    )
     return path
 
 
@@ -105,16 +111,28 @@ def _prepare_onnxruntime(
 _BACKENDS = {
     b.name: b
     for b in (
-        Backend("eager", Cap.EAGER, ("cpu", "cuda"), _prepare_eager, "PyTorch eager, inference_mode"),
+        Backend(
+            "eager", Cap.EAGER, ("cpu", "cuda"), _prepare_eager, "PyTorch eager, inference_mode"
+        ),
         # torchvision's model tests allow 1e-4 between eager and scripted outputs
         Backend(
-            "torchscript", Cap.TORCHSCRIPT, ("cpu", "cuda"), _prepare_torchscript,
-            "torch.jit.script, saved and reloaded", rtol=1e-4, atol=1e-5,
+            "torchscript",
+            Cap.TORCHSCRIPT,
+            ("cpu", "cuda"),
+            _prepare_torchscript,
+            "torch.jit.script, saved and reloaded",
+            rtol=1e-4,
+            atol=1e-5,
         ),
         # PyTorch's ONNX tutorial: rtol 1e-3, atol 1e-5
         Backend(
-            "onnxruntime", Cap.ONNX, ("cpu",), _prepare_onnxruntime,
-            "torch.onnx.export (dynamo) + onnxruntime CPUExecutionProvider", rtol=1e-3, atol=1e-5,
+            "onnxruntime",
+            Cap.ONNX,
+            ("cpu",),
+            _prepare_onnxruntime,
+            "torch.onnx.export (dynamo) + onnxruntime CPUExecutionProvider",
+            rtol=1e-3,
+            atol=1e-5,
         ),
     )
 }

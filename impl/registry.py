@@ -1,4 +1,4 @@
-"""The model registry: one declaration per model, the single source of truth for checks and benchmarks.
+"""The model registry: one declaration per model, the source of truth for checks and benchmarks.
 
 A model file declares a config dataclass, its named sizes and how to make inputs, targets and
 the expected output shape, then registers a builder with ``@register_model``. Everything else
@@ -50,7 +50,9 @@ class ModelSpec:
     curriculum: str  # where the curriculum describes it, e.g. "002 Q27"
     summary: str  # one line, taken from the builder's docstring
     build: Callable[[Any], nn.Module]
-    sizes: Mapping[str, Any]  # must hold "tiny" (checks) and "full" (the curriculum's configuration)
+    sizes: Mapping[
+        str, Any
+    ]  # must hold "tiny" (checks) and "full" (the curriculum's configuration)
     # (cfg, batch_size, generator, **dims) -> forward args on the CPU, default dtype
     example_inputs: Callable[..., tuple[Tensor, ...]]
     # (cfg, batch_size, **dims) -> the output shape
@@ -73,20 +75,26 @@ class ModelSpec:
 
     def config(self, size: str = "tiny", **overrides: Any) -> Any:
         if size not in self.sizes:
-            raise ValueError(f"model {self.name!r} has no size {size!r}; sizes: {sorted(self.sizes)}")
+            raise ValueError(
+                f"model {self.name!r} has no size {size!r}; sizes: {sorted(self.sizes)}"
+            )
         return dataclasses.replace(self.sizes[size], **overrides)
 
     def create(self, size: str = "tiny", **overrides: Any) -> nn.Module:
         return self.build(self.config(size, **overrides))
 
-    def inputs(self, cfg: Any, batch_size: int, *, seed: int = 0, **dims: int) -> tuple[Tensor, ...]:
-        """Deterministic example inputs: the same (cfg, batch_size, seed, dims) give the same tensors."""
+    def inputs(
+        self, cfg: Any, batch_size: int, *, seed: int = 0, **dims: int
+    ) -> tuple[Tensor, ...]:
+        """Deterministic example inputs: equal (cfg, batch_size, seed, dims) give equal tensors."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         allowed = self.dynamic_dims(cfg)
         for dim, value in dims.items():
             if dim not in allowed:
-                raise ValueError(f"model {self.name!r} has no dynamic dim {dim!r}; has {sorted(allowed)}")
+                raise ValueError(
+                    f"model {self.name!r} has no dynamic dim {dim!r}; has {sorted(allowed)}"
+                )
             lo, hi = allowed[dim]
             if not lo <= value <= hi:
                 raise ValueError(f"{dim}={value} is outside [{lo}, {hi}] for model {self.name!r}")
@@ -100,7 +108,9 @@ class ModelSpec:
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
-def register_model(**spec_fields: Any) -> Callable[[Callable[[Any], nn.Module]], Callable[[Any], nn.Module]]:
+def register_model(
+    **spec_fields: Any,
+) -> Callable[[Callable[[Any], nn.Module]], Callable[[Any], nn.Module]]:
     """Register the decorated builder under its function name; see ``ModelSpec`` for the fields."""
 
     def decorator(builder: Callable[[Any], nn.Module]) -> Callable[[Any], nn.Module]:
@@ -114,8 +124,12 @@ def register_model(**spec_fields: Any) -> Callable[[Callable[[Any], nn.Module]],
         caps = frozenset(spec_fields.pop("caps", ())) | {Cap.EAGER}
         stray = set(spec_fields.get("known_failures", {})) - caps
         if stray:
-            raise ValueError(f"model {name!r}: known_failures {sorted(stray)} are not declared caps")
-        _REGISTRY[name] = ModelSpec(name=name, build=builder, summary=summary, caps=caps, **spec_fields)
+            raise ValueError(
+                f"model {name!r}: known_failures {sorted(stray)} are not declared caps"
+            )
+        _REGISTRY[name] = ModelSpec(
+            name=name, build=builder, summary=summary, caps=caps, **spec_fields
+        )
         return builder
 
     return decorator
@@ -125,8 +139,10 @@ def _load_models() -> None:
     import impl.models  # noqa: F401  (registration happens on import)
 
 
-def list_models(*, family: str | None = None, caps: frozenset[Cap] | set[Cap] = frozenset()) -> list[str]:
-    """Registered model names, sorted; optionally only one family or those declaring all ``caps``."""
+def list_models(
+    *, family: str | None = None, caps: frozenset[Cap] | set[Cap] = frozenset()
+) -> list[str]:
+    """Registered model names, sorted; optionally one family, or those declaring all ``caps``."""
     _load_models()
     return sorted(
         name
@@ -136,7 +152,7 @@ def list_models(*, family: str | None = None, caps: frozenset[Cap] | set[Cap] = 
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The spec of a registered model; an unknown name raises ``UnknownModelError`` with suggestions."""
+    """The spec of a model; an unknown name raises ``UnknownModelError`` with suggestions."""
     _load_models()
     try:
         return _REGISTRY[name]
@@ -157,8 +173,11 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def cast_inputs(inputs: tuple[Tensor, ...], device: torch.device | str, dtype: torch.dtype) -> tuple[Tensor, ...]:
-    """Move inputs to ``device``; floating-point inputs also take ``dtype`` (token ids stay integer)."""
+def cast_inputs(
+    inputs: tuple[Tensor, ...], device: torch.device | str, dtype: torch.dtype
+) -> tuple[Tensor, ...]:
+    """Move inputs to ``device``; floating inputs also take ``dtype`` (token ids stay integer)."""
     return tuple(
-        x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device=device) for x in inputs
+        x.to(device=device, dtype=dtype) if x.is_floating_point() else x.to(device=device)
+        for x in inputs
     )

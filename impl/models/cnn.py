@@ -56,7 +56,11 @@ class CifarCNN(nn.Module):
         self.fc2 = nn.Linear(cfg.hidden_features, cfg.num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or list(x.shape[1:]) != [self.in_channels, self.image_size, self.image_size]:
+        if x.dim() != 4 or list(x.shape[1:]) != [
+            self.in_channels,
+            self.image_size,
+            self.image_size,
+        ]:
             raise ValueError(
                 f"expected input (B, {self.in_channels}, {self.image_size}, {self.image_size}), "
                 f"got {list(x.shape)}"

@@ -46,13 +46,17 @@ class SentimentLSTM(nn.Module):
         super().__init__()
         self.pad_token = cfg.pad_token
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.embed_dim, padding_idx=cfg.pad_token)
-        self.lstm = nn.LSTM(cfg.embed_dim, cfg.hidden_size, num_layers=cfg.num_layers, batch_first=True)
+        self.lstm = nn.LSTM(
+            cfg.embed_dim, cfg.hidden_size, num_layers=cfg.num_layers, batch_first=True
+        )
         self.fc = nn.Linear(cfg.hidden_size, cfg.num_classes)
 
     def forward(self, ids: Tensor) -> Tensor:
         if ids.dim() != 2:
             raise ValueError(f"expected token ids (B, T), got {list(ids.shape)}")
-        lengths = (ids != self.pad_token).sum(dim=1).clamp(min=1)  # (B,); an all-pad row reads step 0
+        lengths = (
+            (ids != self.pad_token).sum(dim=1).clamp(min=1)
+        )  # (B,); an all-pad row reads step 0
         out, _ = self.lstm(self.embedding(ids))  # (B, T, H)
         last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, out.size(2))  # (B, 1, H)
         out = out.gather(1, last).squeeze(1)  # (B, H): the state after the last real token
@@ -60,7 +64,10 @@ class SentimentLSTM(nn.Module):
 
 
 def _example_inputs(
-    cfg: SentimentLSTMConfig, batch_size: int, generator: torch.Generator, seq_len: int | None = None
+    cfg: SentimentLSTMConfig,
+    batch_size: int,
+    generator: torch.Generator,
+    seq_len: int | None = None,
 ) -> tuple[Tensor]:
     seq_len = cfg.max_len if seq_len is None else seq_len
     return (right_padded_token_ids(batch_size, seq_len, cfg.vocab_size, cfg.pad_token, generator),)

@@ -36,7 +36,9 @@ class TransformerClassifierConfig:
 
     def __post_init__(self) -> None:
         if self.d_model % self.num_heads:
-            raise ValueError(f"d_model {self.d_model} is not divisible by num_heads {self.num_heads}")
+            raise ValueError(
+                f"d_model {self.d_model} is not divisible by num_heads {self.num_heads}"
+            )
 
 
 SIZES = {
@@ -57,7 +59,9 @@ class TransformerTextClassifier(nn.Module):
         super().__init__()
         self.pad_token, self.max_len = cfg.pad_token, cfg.max_len
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=cfg.pad_token)
-        self.pos_embedding = nn.Parameter(torch.zeros(1, cfg.max_len, cfg.d_model))  # as the curriculum
+        self.pos_embedding = nn.Parameter(
+            torch.zeros(1, cfg.max_len, cfg.d_model)
+        )  # as the curriculum
         layer = nn.TransformerEncoderLayer(
             cfg.d_model, cfg.num_heads, cfg.dim_feedforward, cfg.dropout, batch_first=True
         )
@@ -66,9 +70,13 @@ class TransformerTextClassifier(nn.Module):
 
     def forward(self, ids: Tensor) -> Tensor:
         if ids.dim() != 2 or ids.shape[1] > self.max_len:
-            raise ValueError(f"expected token ids (B, T) with T <= {self.max_len}, got {list(ids.shape)}")
+            raise ValueError(
+                f"expected token ids (B, T) with T <= {self.max_len}, got {list(ids.shape)}"
+            )
         pad = ids == self.pad_token  # (B, T), True at padding
-        pad = pad & ~pad.all(dim=1, keepdim=True)  # an all-pad row attends to everything, not nothing
+        pad = pad & ~pad.all(
+            dim=1, keepdim=True
+        )  # an all-pad row attends to everything, not nothing
         x = self.embedding(ids) + self.pos_embedding[:, : ids.shape[1]]  # (B, T, E)
         x = self.encoder(x, src_key_padding_mask=pad)  # (B, T, E)
         keep = (~pad).unsqueeze(-1).to(x.dtype)  # (B, T, 1)

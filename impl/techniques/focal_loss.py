@@ -29,9 +29,11 @@ def sigmoid_focal_loss(
     gamma: float = 2.0,
     reduction: Reduction = "mean",
 ) -> Tensor:
-    """Focal loss on logits and {0, 1} (or soft) targets of the same shape; alpha=None: no weighting."""
+    """Focal loss of logits against {0, 1} (or soft) targets; alpha=None: unweighted."""
     if logits.shape != targets.shape:
-        raise ValueError(f"logits {list(logits.shape)} and targets {list(targets.shape)} differ in shape")
+        raise ValueError(
+            f"logits {list(logits.shape)} and targets {list(targets.shape)} differ in shape"
+        )
     p = torch.sigmoid(logits)
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")  # -log(p_t), stable
     p_t = p * targets + (1 - p) * (1 - targets)
@@ -50,7 +52,9 @@ def sigmoid_focal_loss(
 class FocalLoss(nn.Module):
     """Module form of ``sigmoid_focal_loss``, a drop-in for ``nn.BCEWithLogitsLoss``."""
 
-    def __init__(self, alpha: float | None = 0.25, gamma: float = 2.0, reduction: Reduction = "mean"):
+    def __init__(
+        self, alpha: float | None = 0.25, gamma: float = 2.0, reduction: Reduction = "mean"
+    ):
         super().__init__()
         self.alpha, self.gamma, self.reduction = alpha, gamma, reduction
 

@@ -38,7 +38,7 @@ def clip_gradients(
     norm_type: float = 2.0,
     error_if_nonfinite: bool = True,
 ) -> Tensor:
-    """Clip in place, after ``backward()`` and before ``optimizer.step()``; return the pre-clip norm.
+    """Clip in place, after ``backward()``, before ``optimizer.step()``; return the pre-clip norm.
 
     mode="norm": scale all gradients by min(1, max_norm / total_norm) (``clip_grad_norm_``).
     mode="value": clamp every element to [-max_value, max_value] (``clip_grad_value_``).

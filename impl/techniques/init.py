@@ -88,7 +88,10 @@ def init_weights(
             raise ValueError(f"scheme must be 'xavier' or 'kaiming', got {scheme!r}")
         if module.bias is not None:
             nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm | nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d):
-        if module.weight is not None:
-            nn.init.ones_(module.weight)
+    elif (
+        isinstance(module, nn.LayerNorm | nn.BatchNorm1d | nn.BatchNorm2d | nn.BatchNorm3d)
+        and module.weight is not None
+    ):
+        nn.init.ones_(module.weight)
+        if module.bias is not None:
             nn.init.zeros_(module.bias)

@@ -1,0 +1,227 @@
+"""The ``torchgauge`` command and the report pipeline, run as a user would: real pytest-benchmark
+JSON from a real (short) benchmark run, real files, real exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from bench.report import OUTPUT_FILES, ReportError, collate
+from impl import list_models
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def torchgauge(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args], cwd=cwd, capture_output=True, text=True, timeout=600
+    )
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def plain_pytest_json(tmp_path_factory) -> Path:
+    """A JSON file made by plain pytest-benchmark, as a user would (eager only, short timing)."""
+    out = tmp_path_factory.mktemp("plain") / "plain.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            str(REPO / "bench"),
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "--benchmark-only",
+            f"--benchmark-json={out}",
+            "--benchmark-max-time=0.02",
+            "--benchmark-min-rounds=3",
+            "--bench-warmup=1",
+            "--bench-backends=eager",
+            "--bench-sizes=tiny",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out
+
+
+def test_collate_one_row_per_benchmark_with_derived_columns(plain_pytest_json: Path) -> None:
+    raw = json.loads(plain_pytest_json.read_text())
+    frame = collate([plain_pytest_json])
+    assert len(frame) == len(raw["benchmarks"]) == 2 * len(list_models())  # batch 1 and 32, eager
+    by_name = frame.set_index("name")
+    for bench in raw["benchmarks"]:
+        row = by_name.loc[bench["name"]]
+        assert row["median_ms"] == pytest.approx(bench["stats"]["median"] * 1e3)
+        assert row["rounds"] == bench["stats"]["rounds"]
+        batch = bench["extra_info"]["batch_size"]
+        assert row["samples_per_s"] == pytest.approx(
+            batch / bench["stats"]["median"]
+        )  # samples, not calls
+        for key, value in bench["extra_info"].items():
+            assert key in frame.columns
+            if isinstance(value, bool | int | str):
+                assert row[key] == value
+    assert set(frame["model"]) == set(list_models())
+    assert frame["torch_version"].unique().tolist() == [torch.__version__]
+    assert (frame["parity_max_abs_diff"] == 0).all()  # eager against itself
+
+
+def test_report_command_writes_every_output(plain_pytest_json: Path, tmp_path: Path) -> None:
+    result = torchgauge(
+        "report", str(plain_pytest_json), "--out", str(tmp_path / "r"), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "r"
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUT_FILES)
+    csv = pd.read_csv(out / "results.csv")
+    assert len(csv) == len(json.loads(plain_pytest_json.read_text())["benchmarks"])
+    markdown = (out / "report.md").read_text()
+    assert all(name in markdown for name in list_models())
+    assert "data:image/png;base64," in (out / "report.html").read_text()
+    assert (out / "latency.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_report_refuses_to_overwrite_unless_forced(plain_pytest_json: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    assert (
+        torchgauge("report", str(plain_pytest_json), "--out", str(out), cwd=tmp_path).returncode
+        == 0
+    )
+    before = snapshot(out)
+    again = torchgauge("report", str(plain_pytest_json), "--out", str(out), cwd=tmp_path)
+    assert again.returncode == 2 and "already holds a report" in again.stderr
+    assert snapshot(out) == before
+    assert (
+        torchgauge(
+            "report", str(plain_pytest_json), "--out", str(out), "--force", cwd=tmp_path
+        ).returncode
+        == 0
+    )
+
+
+CORRUPT_FILES = {
+    "truncated.json": ('{"benchmarks": [', "not valid JSON"),
+    "list.json": ("[1, 2]", "not a pytest-benchmark JSON file"),
+    "no_stats.json": ('{"benchmarks": [{"name": "x"}]}', "has no numeric stats"),
+    "binary.json": ("\udcff", "not valid JSON"),
+}
+
+
+@pytest.mark.parametrize("filename", sorted(CORRUPT_FILES))
+def test_corrupt_input_is_one_line_exit_2_and_nothing_changes(
+    filename: str, plain_pytest_json: Path, tmp_path: Path
+) -> None:
+    content, message = CORRUPT_FILES[filename]
+    bad = tmp_path / filename
+    bad.write_bytes(content.encode("utf-8", "surrogateescape"))
+    out = tmp_path / "existing"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    before = snapshot(out)
+    # a good file first: nothing may be written for it either
+    result = torchgauge("report", str(plain_pytest_json), str(bad), "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("torchgauge: error: ") and filename in lines[0]
+    assert message in lines[0]
+    assert snapshot(out) == before
+    with pytest.raises(ReportError, match=message):
+        collate([bad])
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    result = torchgauge(
+        "report", str(tmp_path / "nope.json"), "--out", str(tmp_path / "r"), cwd=tmp_path
+    )
+    assert result.returncode == 2 and "nope.json: no such file" in result.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_run_with_an_unknown_model_fails_before_writing(tmp_path: Path) -> None:
+    result = torchgauge(
+        "run", "--models", "mlp_784_128", "--out", str(tmp_path / "runs"), cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "torchgauge: error: unknown model 'mlp_784_128'; did you mean mlp_784_128_10? "
+        f"(known: {', '.join(list_models())})"
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="this machine has CUDA, so the request is valid"
+)
+def test_run_on_cuda_without_cuda_fails_before_writing(tmp_path: Path) -> None:
+    result = torchgauge("run", "--device", "cuda", "--out", str(tmp_path / "runs"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--device cuda requested but CUDA is not available" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_list_prints_every_registered_model(tmp_path: Path) -> None:
+    result = torchgauge("list", cwd=tmp_path)
+    assert result.returncode == 0
+    listed = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert listed == list_models()
+
+
+def test_quick_run_end_to_end(tmp_path: Path) -> None:
+    """The main job, narrowed to one model: a run directory appears whole, readable by
+    pytest-benchmark's own ``compare`` and by pandas."""
+    runs = tmp_path / "runs"
+    result = torchgauge(
+        "run",
+        "--quick",
+        "--models",
+        "mlp_784_128_10",
+        "--backends",
+        "eager,torchscript",
+        "--out",
+        str(runs),
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = list(runs.iterdir())  # no partial directory left behind
+    assert sorted(p.name for p in run.iterdir()) == sorted([*OUTPUT_FILES, "benchmark.json"])
+    frame = pd.read_csv(run / "results.csv")
+    assert sorted(zip(frame["backend"], frame["batch_size"], strict=True)) == [
+        ("eager", 1),
+        ("eager", 32),
+        ("torchscript", 1),
+        ("torchscript", 32),
+    ]
+    assert frame["parity_ok"].all()
+    assert "[4/4]" in result.stderr  # the progress display
+    compare = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from pytest_benchmark.cli import main; main()",
+            "compare",
+            str(run / "benchmark.json"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert compare.returncode == 0 and "mlp_784_128_10" in compare.stdout

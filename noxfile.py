@@ -1,0 +1,30 @@
+"""Sessions: ``checks`` (property checks + benchmark smoke), ``bench`` (quick CPU benchmark and
+report), ``lint`` (ruff). pip installs torch from the pinned wheel; uv would download gigabytes."""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["checks", "lint"]
+nox.options.default_venv_backend = "virtualenv"
+
+
+@nox.session
+def checks(session: nox.Session) -> None:
+    """Property checks of every model and technique, plus every benchmark body run once."""
+    session.install("-e", ".")
+    session.run("pytest", "--benchmark-disable", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The quick CPU benchmark of every model and backend; writes reports/runs/<run-id>/."""
+    session.install("-e", ".")
+    session.run("torchgauge", "run", "--quick", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff over the whole repository."""
+    session.install("ruff")
+    session.run("ruff", "check", ".", *session.posargs)
