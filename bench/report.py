@@ -18,12 +18,9 @@ from pathlib import Path
 import pandas as pd
 
 STAT_COLUMNS = ("median", "iqr", "mean", "stddev", "min", "max", "q1", "q3")
+CASE_COLUMNS = ["model", "size", "backend", "device", "batch_size"]
 LEADING_COLUMNS = [
-    "model",
-    "size",
-    "backend",
-    "device",
-    "batch_size",
+    *CASE_COLUMNS,
     "median_ms",
     "iqr_ms",
     "mean_ms",
@@ -171,11 +168,7 @@ def _parity_failures(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 DETAIL_COLUMNS = [
-    "model",
-    "size",
-    "backend",
-    "device",
-    "batch_size",
+    *CASE_COLUMNS,
     "median_ms",
     "iqr_ms",
     "rounds",

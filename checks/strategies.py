@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hypothesis import strategies as st
+from torch import Tensor
 
 from impl.registry import ModelSpec
 
@@ -19,6 +20,10 @@ class InputDraw:
     batch_size: int
     dims: dict[str, int]
     seed: int
+
+    def inputs(self, spec: ModelSpec, cfg: Any) -> tuple[Tensor, ...]:
+        """The model's example inputs for this draw."""
+        return spec.inputs(cfg, self.batch_size, seed=self.seed, **self.dims)
 
 
 @st.composite

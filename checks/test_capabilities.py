@@ -25,6 +25,8 @@ def _case(name: str, cap: Cap, *extra: str):
     """A pytest param for (name, *extra), marked with the capability and xfail if known to fail."""
     spec = get_spec(name)
     marks = [getattr(pytest.mark, cap.value)] if cap in (Cap.ONNX, Cap.TORCHSCRIPT) else []
+    if cap == Cap.ONNX:
+        marks.append(pytest.mark.slow)  # the export takes seconds
     if cap in spec.known_failures:
         marks.append(pytest.mark.xfail(reason=spec.known_failures[cap], strict=True))
     return pytest.param(name, *extra, marks=marks, id="-".join((name, *extra)))
@@ -73,13 +75,14 @@ def test_backend_matches_eager(
     cfg = spec.config("tiny")
     model, runner = prepared(name, backend_name, tmp_path_factory.getbasetemp() / "backends")
     draw = data.draw(input_draws(spec, cfg))
-    inputs = spec.inputs(cfg, draw.batch_size, seed=draw.seed, **draw.dims)
+    inputs = draw.inputs(spec, cfg)
     with torch.no_grad():
         expected = model(*inputs)
     torch.testing.assert_close(runner(*inputs), expected, rtol=backend.rtol, atol=backend.atol)
 
 
 @pytest.mark.onnx
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list_models(caps={Cap.ONNX}))
 def test_onnx_file_is_valid_with_a_dynamic_batch(name: str, tmp_path_factory) -> None:
     _, runner = prepared(name, "onnxruntime", tmp_path_factory.getbasetemp() / "backends")
@@ -106,7 +109,7 @@ def test_dynamic_quantisation_is_close_to_float(name: str, data: st.DataObject) 
     quantized = quantize_dynamic(model, {torch.nn.Linear, torch.nn.LSTM}, dtype=torch.qint8)
     left = [n for n, m in quantized.named_modules() if type(m) in (torch.nn.Linear, torch.nn.LSTM)]
     assert not left, f"still float: {left}"
-    inputs = spec.inputs(cfg, draw.batch_size, seed=draw.seed, **draw.dims)
+    inputs = draw.inputs(spec, cfg)
     with torch.no_grad():
         assert sqnr_db(model(*inputs), quantized(*inputs)) >= 25.0
 
@@ -121,7 +124,7 @@ def test_cpu_autocast_runs_in_bfloat16_and_stays_close(name: str, data: st.DataO
     cfg = spec.config("tiny")
     draw = data.draw(input_draws(spec, cfg))
     model = spec.create("tiny").eval()
-    inputs = spec.inputs(cfg, draw.batch_size, seed=draw.seed, **draw.dims)
+    inputs = draw.inputs(spec, cfg)
     with torch.no_grad():
         expected = model(*inputs)
         with torch.autocast("cpu", dtype=torch.bfloat16):

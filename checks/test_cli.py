@@ -184,6 +184,7 @@ def test_list_prints_every_registered_model(tmp_path: Path) -> None:
     assert listed == list_models()
 
 
+@pytest.mark.slow
 def test_quick_run_end_to_end(tmp_path: Path) -> None:
     """The main job, narrowed to one model: a run directory appears whole, readable by
     pytest-benchmark's own ``compare`` and by pandas."""

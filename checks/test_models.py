@@ -37,7 +37,7 @@ def test_output_matches_shape_contract(name: str, data: st.DataObject) -> None:
     draw = data.draw(input_draws(spec, cfg))
     model = build(name).eval()
     with torch.no_grad():
-        out = model(*spec.inputs(cfg, draw.batch_size, seed=draw.seed, **draw.dims))
+        out = model(*draw.inputs(spec, cfg))
     assert tuple(out.shape) == spec.output_shape(cfg, draw.batch_size, **draw.dims)
     assert out.dtype == torch.float32
     assert torch.isfinite(out).all()
@@ -52,7 +52,7 @@ def test_eval_outputs_are_independent_of_other_samples(name: str, data: st.DataO
     draw = data.draw(input_draws(spec, cfg, min_batch=2))
     i = data.draw(st.integers(0, draw.batch_size - 1), label="sample")
     model = build(name).eval()
-    (x,) = spec.inputs(cfg, draw.batch_size, seed=draw.seed, **draw.dims)
+    (x,) = draw.inputs(spec, cfg)
     (others,) = spec.inputs(cfg, draw.batch_size, seed=draw.seed + 1, **draw.dims)
     mixed = others.clone()
     mixed[i] = x[i]
@@ -91,9 +91,7 @@ def test_one_sgd_step_lowers_the_loss(name: str, data: st.DataObject) -> None:
     model = (
         build(name, draw.seed % 1000).double().eval()
     )  # eval: dropout off, the loss is deterministic
-    inputs = cast_inputs(
-        spec.inputs(cfg, draw.batch_size, seed=draw.seed, **draw.dims), "cpu", torch.float64
-    )
+    inputs = cast_inputs(draw.inputs(spec, cfg), "cpu", torch.float64)
     targets = spec.make_targets(cfg, draw.batch_size, seed=draw.seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)
     before = spec.loss(model(*inputs), targets)
@@ -151,7 +149,7 @@ def test_every_parameter_gets_a_finite_gradient(name: str, data: st.DataObject) 
     cfg = spec.config("tiny")
     draw = data.draw(input_draws(spec, cfg))
     model = build(name, draw.seed % 1000).train()
-    inputs = spec.inputs(cfg, draw.batch_size, seed=draw.seed, **draw.dims)
+    inputs = draw.inputs(spec, cfg)
     spec.loss(model(*inputs), spec.make_targets(cfg, draw.batch_size, seed=draw.seed)).backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None, f"{pname} got no gradient"
@@ -181,7 +179,7 @@ def test_appending_pad_tokens_does_not_change_the_prediction(
     extra = data.draw(st.integers(1, 5), label="pad tokens appended")
     draw = data.draw(input_draws(spec, cfg, dim_headroom=extra))
     model = build(name).eval()
-    (ids,) = spec.inputs(cfg, draw.batch_size, seed=draw.seed, **draw.dims)
+    (ids,) = draw.inputs(spec, cfg)
     padded = torch.nn.functional.pad(ids, (0, extra), value=cfg.pad_token)
     with torch.no_grad():
         torch.testing.assert_close(model(padded), model(ids), **BATCH_TOL)

@@ -41,6 +41,11 @@ def class_targets(cfg: Any, batch_size: int, generator: torch.Generator) -> Tens
     return torch.randint(cfg.num_classes, (batch_size,), generator=generator)
 
 
+def class_logits_shape(cfg: Any, batch_size: int, **dims: int) -> tuple[int, int]:
+    """The output shape of every classifier: logits (B, cfg.num_classes)."""
+    return (batch_size, cfg.num_classes)
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """Everything checks and benchmarks need to know about one model."""

@@ -1,6 +1,11 @@
-"""Example inputs shared by the text models: batches of token ids, right-padded to one length."""
+"""Example inputs shared by the text models: batches of token ids, right-padded to one length.
+
+A text model's config has ``vocab_size``, ``pad_token`` and ``max_len`` (the longest example).
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -18,3 +23,16 @@ def right_padded_token_ids(
     lengths = torch.randint(1, seq_len + 1, (batch_size, 1), generator=generator)  # (B, 1)
     positions = torch.arange(seq_len).unsqueeze(0)  # (1, T)
     return ids.masked_fill(positions >= lengths, pad_token)  # (B, T)
+
+
+def padded_token_inputs(
+    cfg: Any, batch_size: int, generator: torch.Generator, seq_len: int | None = None
+) -> tuple[Tensor]:
+    """The ``example_inputs`` of a text model: one (B, T) batch, T = seq_len or cfg.max_len."""
+    seq_len = cfg.max_len if seq_len is None else seq_len
+    return (right_padded_token_ids(batch_size, seq_len, cfg.vocab_size, cfg.pad_token, generator),)
+
+
+def sequence_dims(cfg: Any) -> dict[str, tuple[int, int]]:
+    """The ``dynamic_dims`` of a text model: any sequence length from 1 to cfg.max_len."""
+    return {"seq_len": (1, cfg.max_len)}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from impl.registry import Cap, register_model
+from impl.registry import Cap, class_logits_shape, register_model
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def _example_inputs(cfg: CNNConfig, batch_size: int, generator: torch.Generator)
     curriculum="002 Q27",
     sizes=SIZES,
     example_inputs=_example_inputs,
-    output_shape=lambda cfg, batch_size: (batch_size, cfg.num_classes),
+    output_shape=class_logits_shape,
     caps={Cap.TORCHSCRIPT, Cap.ONNX, Cap.QUANT_DYNAMIC, Cap.AMP},
     full_params=545_098,  # catalog: measured on the curriculum's own class
 )

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 
-from impl.models._tokens import right_padded_token_ids
-from impl.registry import Cap, register_model
+from impl.models._tokens import padded_token_inputs, sequence_dims
+from impl.registry import Cap, class_logits_shape, register_model
 
 
 @dataclass(frozen=True)
@@ -63,23 +62,13 @@ class SentimentLSTM(nn.Module):
         return self.fc(out)  # (B, K)
 
 
-def _example_inputs(
-    cfg: SentimentLSTMConfig,
-    batch_size: int,
-    generator: torch.Generator,
-    seq_len: int | None = None,
-) -> tuple[Tensor]:
-    seq_len = cfg.max_len if seq_len is None else seq_len
-    return (right_padded_token_ids(batch_size, seq_len, cfg.vocab_size, cfg.pad_token, generator),)
-
-
 @register_model(
     family="recurrent",
     curriculum="002 Q46",
     sizes=SIZES,
-    example_inputs=_example_inputs,
-    output_shape=lambda cfg, batch_size, seq_len=None: (batch_size, cfg.num_classes),
-    dynamic_dims=lambda cfg: {"seq_len": (1, cfg.max_len)},
+    example_inputs=padded_token_inputs,
+    output_shape=class_logits_shape,
+    dynamic_dims=sequence_dims,
     caps={Cap.TORCHSCRIPT, Cap.ONNX, Cap.QUANT_DYNAMIC, Cap.AMP},
     padded_sequences=True,
     full_params=723_074,  # catalog: measured on the curriculum's own class (same layers)

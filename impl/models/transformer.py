@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from impl.models._tokens import right_padded_token_ids
-from impl.registry import Cap, register_model
+from impl.models._tokens import padded_token_inputs, sequence_dims
+from impl.registry import Cap, class_logits_shape, register_model
 
 
 @dataclass(frozen=True)
@@ -84,23 +84,13 @@ class TransformerTextClassifier(nn.Module):
         return self.head(x)  # (B, K)
 
 
-def _example_inputs(
-    cfg: TransformerClassifierConfig,
-    batch_size: int,
-    generator: torch.Generator,
-    seq_len: int | None = None,
-) -> tuple[Tensor]:
-    seq_len = cfg.max_len if seq_len is None else seq_len
-    return (right_padded_token_ids(batch_size, seq_len, cfg.vocab_size, cfg.pad_token, generator),)
-
-
 @register_model(
     family="attention",
     curriculum="002 Q31",
     sizes=SIZES,
-    example_inputs=_example_inputs,
-    output_shape=lambda cfg, batch_size, seq_len=None: (batch_size, cfg.num_classes),
-    dynamic_dims=lambda cfg: {"seq_len": (1, cfg.max_len)},
+    example_inputs=padded_token_inputs,
+    output_shape=class_logits_shape,
+    dynamic_dims=sequence_dims,
     caps={Cap.TORCHSCRIPT, Cap.ONNX, Cap.QUANT_DYNAMIC, Cap.AMP},
     padded_sequences=True,
     known_failures={
