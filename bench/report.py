@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 STAT_COLUMNS = ("median", "iqr", "mean", "stddev", "min", "max", "q1", "q3")
@@ -104,7 +105,7 @@ def collate(paths: Iterable[str | Path]) -> pd.DataFrame:
 
 
 def _latency_plot(frame: pd.DataFrame, path: Path) -> None:
-    """Median latency (IQR as error bars) per model and backend, one panel per device and batch."""
+    """Median latency (bars from q1 to q3) per model and backend, a panel per device and batch."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,8 +126,17 @@ def _latency_plot(frame: pd.DataFrame, path: Path) -> None:
         median = part.pivot_table(
             index="label", columns="backend", values="median_ms", aggfunc="median"
         )
-        iqr = part.pivot_table(index="label", columns="backend", values="iqr_ms", aggfunc="median")
-        median.plot.bar(ax=ax, yerr=iqr.reindex_like(median) / 2, logy=True, rot=0, capsize=2)
+        quartiles = [
+            part.pivot_table(
+                index="label", columns="backend", values=q, aggfunc="median"
+            ).reindex_like(median)
+            for q in ("q1_ms", "q3_ms")
+        ]
+        # asymmetric bars from the first to the third quartile; shape (backends, 2, models)
+        spans = np.stack(
+            [(median - quartiles[0]).T.to_numpy(), (quartiles[1] - median).T.to_numpy()], axis=1
+        )
+        median.plot.bar(ax=ax, yerr=spans, logy=True, rot=0, capsize=2)
         ax.set_title(f"median latency ({panel})")
         ax.set_xlabel("")
         ax.set_ylabel("ms (log scale)")
@@ -196,7 +206,7 @@ def write_report(frame: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
 
         md = ["# torchgauge benchmark report", ""]
         md += [f"- **{key}**: {value}" for key, value in header]
-        md += ["", "## Median latency (ms) by backend", "", summary.to_markdown(), ""]
+        md += ["", "## Median latency (ms) by backend", "", summary.reset_index().to_markdown(index=False), ""]
         if len(failures):
             md += [
                 "## Backends outside their parity tolerance",
