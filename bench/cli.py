@@ -114,6 +114,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     models = _names(args.models)
     backends = _names(args.backends)
     sizes = _names(args.sizes) or ["full"]

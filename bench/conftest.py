@@ -58,6 +58,12 @@ def _selected_cases(config: pytest.Config) -> list[BenchCase]:
         raise pytest.UsageError(f"torchgauge: {error}") from None
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    threads = config.getoption("--bench-threads")
+    if threads < 1:
+        raise pytest.UsageError(f"torchgauge: --bench-threads must be at least 1, got {threads}")
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "case" in metafunc.fixturenames:
         cases = _selected_cases(metafunc.config)

@@ -206,7 +206,13 @@ def write_report(frame: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
 
         md = ["# torchgauge benchmark report", ""]
         md += [f"- **{key}**: {value}" for key, value in header]
-        md += ["", "## Median latency (ms) by backend", "", summary.reset_index().to_markdown(index=False), ""]
+        md += [
+            "",
+            "## Median latency (ms) by backend",
+            "",
+            summary.reset_index().to_markdown(index=False),
+            "",
+        ]
         if len(failures):
             md += [
                 "## Backends outside their parity tolerance",

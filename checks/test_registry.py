@@ -99,7 +99,7 @@ def test_backends_are_declared_once_with_known_capabilities() -> None:
     for name in names:
         backend = get_backend(name)
         assert backend.requires in set(Cap) and set(backend.devices) <= {"cpu", "cuda"}
-    with pytest.raises(KeyError, match="unknown backend 'onnx'"):
+    with pytest.raises(KeyError, match="unknown backend 'onnx'; did you mean onnxruntime"):
         get_backend("onnx")
 
 

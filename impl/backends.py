@@ -146,6 +146,6 @@ def get_backend(name: str) -> Backend:
     try:
         return _BACKENDS[name]
     except KeyError:
-        close = difflib.get_close_matches(name, _BACKENDS, n=2)
+        close = difflib.get_close_matches(name, _BACKENDS, n=2, cutoff=0.4)
         hint = f"; did you mean {', '.join(close)}?" if close else ""
         raise KeyError(f"unknown backend {name!r}{hint} (known: {', '.join(_BACKENDS)})") from None
