@@ -72,9 +72,8 @@ def test_collate_one_row_per_benchmark_with_derived_columns(plain_pytest_json: P
         assert row["median_ms"] == pytest.approx(bench["stats"]["median"] * 1e3)
         assert row["rounds"] == bench["stats"]["rounds"]
         batch = bench["extra_info"]["batch_size"]
-        assert row["samples_per_s"] == pytest.approx(
-            batch / bench["stats"]["median"]
-        )  # samples, not calls
+        # throughput in samples, not calls
+        assert row["samples_per_s"] == pytest.approx(batch / bench["stats"]["median"])
         for key, value in bench["extra_info"].items():
             assert key in frame.columns
             if isinstance(value, bool | int | str):

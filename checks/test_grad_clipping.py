@@ -71,15 +71,12 @@ def test_clip_grad_norm_bounds_the_global_norm_by_one_common_factor(
 
     returned = nn.utils.clip_grad_norm_(params, max_norm, norm_type=norm_type)
 
-    torch.testing.assert_close(
-        returned.double(), expected_total, rtol=1e-5, atol=0
-    )  # the pre-clip norm
+    # it returns the pre-clip norm
+    torch.testing.assert_close(returned.double(), expected_total, rtol=1e-5, atol=0)
     assert total_grad_norm(params, norm_type) <= max_norm * (1 + 1e-5)
     factor = min(1.0, max_norm / (float(expected_total) + 1e-6))  # torch's clip coefficient
-    for g_before, p in zip(before, params, strict=True):
-        torch.testing.assert_close(
-            p.grad, g_before * factor, rtol=1e-5, atol=1e-30
-        )  # same direction
+    for g_before, p in zip(before, params, strict=True):  # one factor: every direction is kept
+        torch.testing.assert_close(p.grad, g_before * factor, rtol=1e-5, atol=1e-30)
     if float(expected_total) + 1e-6 <= max_norm:
         assert all(torch.equal(b, p.grad) for b, p in zip(before, params, strict=True)), (
             "no-op below"

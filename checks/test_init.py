@@ -1,8 +1,11 @@
 """Weight-initialisation statistics (curriculum 000 §11.1, 002 Q38/Q49; catalog B02).
 
 Each law is checked three ways on a freshly initialised weight: the empirical std against the
-closed form, the uniform bound, and a Kolmogorov-Smirnov test that must not reject the law at
-alpha = 1e-4 (PyTorch's own init tests use the same threshold).
+closed form, the uniform bound, and a Kolmogorov-Smirnov test that must not reject the law.
+PyTorch's own init tests use alpha = 1e-4 for a handful of draws; hypothesis tries many seeds
+(200 per property in the thorough profile) and hunts for failures, so we use 1e-6: about one
+false alarm in 5,000 runs of the thorough profile, while He's law tested against PyTorch's
+default init still gives p-values below 1e-60.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from impl.techniques.init import (
     xavier_law,
 )
 
-KS_ALPHA = 1e-4
+KS_ALPHA = 1e-6
 
 
 @st.composite

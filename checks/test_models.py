@@ -88,9 +88,8 @@ def test_one_sgd_step_lowers_the_loss(name: str, data: st.DataObject) -> None:
     spec = get_spec(name)
     cfg = spec.config("tiny")
     draw = data.draw(input_draws(spec, cfg))
-    model = (
-        build(name, draw.seed % 1000).double().eval()
-    )  # eval: dropout off, the loss is deterministic
+    # eval: dropout off, so the loss is deterministic
+    model = build(name, draw.seed % 1000).double().eval()
     inputs = cast_inputs(draw.inputs(spec, cfg), "cpu", torch.float64)
     targets = spec.make_targets(cfg, draw.batch_size, seed=draw.seed)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3)

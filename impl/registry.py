@@ -55,9 +55,8 @@ class ModelSpec:
     curriculum: str  # where the curriculum describes it, e.g. "002 Q27"
     summary: str  # one line, taken from the builder's docstring
     build: Callable[[Any], nn.Module]
-    sizes: Mapping[
-        str, Any
-    ]  # must hold "tiny" (checks) and "full" (the curriculum's configuration)
+    # named configs: "tiny" (checks) and "full" (the curriculum's configuration) at least
+    sizes: Mapping[str, Any]
     # (cfg, batch_size, generator, **dims) -> forward args on the CPU, default dtype
     example_inputs: Callable[..., tuple[Tensor, ...]]
     # (cfg, batch_size, **dims) -> the output shape

@@ -53,9 +53,8 @@ class SentimentLSTM(nn.Module):
     def forward(self, ids: Tensor) -> Tensor:
         if ids.dim() != 2:
             raise ValueError(f"expected token ids (B, T), got {list(ids.shape)}")
-        lengths = (
-            (ids != self.pad_token).sum(dim=1).clamp(min=1)
-        )  # (B,); an all-pad row reads step 0
+        # (B,) real tokens per sample; an all-pad row reads step 0
+        lengths = (ids != self.pad_token).sum(dim=1).clamp(min=1)
         out, _ = self.lstm(self.embedding(ids))  # (B, T, H)
         last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, out.size(2))  # (B, 1, H)
         out = out.gather(1, last).squeeze(1)  # (B, H): the state after the last real token

@@ -59,9 +59,8 @@ class TransformerTextClassifier(nn.Module):
         super().__init__()
         self.pad_token, self.max_len = cfg.pad_token, cfg.max_len
         self.embedding = nn.Embedding(cfg.vocab_size, cfg.d_model, padding_idx=cfg.pad_token)
-        self.pos_embedding = nn.Parameter(
-            torch.zeros(1, cfg.max_len, cfg.d_model)
-        )  # as the curriculum
+        # learned positions, zero-initialised as in the curriculum
+        self.pos_embedding = nn.Parameter(torch.zeros(1, cfg.max_len, cfg.d_model))
         layer = nn.TransformerEncoderLayer(
             cfg.d_model, cfg.num_heads, cfg.dim_feedforward, cfg.dropout, batch_first=True
         )
@@ -74,9 +73,8 @@ class TransformerTextClassifier(nn.Module):
                 f"expected token ids (B, T) with T <= {self.max_len}, got {list(ids.shape)}"
             )
         pad = ids == self.pad_token  # (B, T), True at padding
-        pad = pad & ~pad.all(
-            dim=1, keepdim=True
-        )  # an all-pad row attends to everything, not nothing
+        # an all-pad row attends to every position rather than to none (which would give NaN)
+        pad = pad & ~pad.all(dim=1, keepdim=True)
         x = self.embedding(ids) + self.pos_embedding[:, : ids.shape[1]]  # (B, T, E)
         x = self.encoder(x, src_key_padding_mask=pad)  # (B, T, E)
         keep = (~pad).unsqueeze(-1).to(x.dtype)  # (B, T, 1)
