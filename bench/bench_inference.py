@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from bench.cases import BenchCase
-from bench.measure import count_flops, synchronized
+from bench.measure import synchronized
 from impl import count_parameters, get_spec
 from impl.backends import get_backend
 
@@ -29,7 +29,7 @@ def bench_inference(
     with torch.inference_mode():
         reference = model(*inputs)
     output = runner.to_torch(run(native))
-    max_abs_diff = float((output.float() - reference.float()).abs().max())
+    max_abs_diff = float((output.float().cpu() - reference.float().cpu()).abs().max())
 
     benchmark.group = case.group
     benchmark.extra_info.update(
@@ -43,7 +43,7 @@ def bench_inference(
         dtype=str(reference.dtype).removeprefix("torch."),
         input_shapes=[list(x.shape) for x in inputs],
         params=count_parameters(model),
-        flops=count_flops(model, inputs),
+        flops=prepared_models.flops(case, inputs),
         parity_max_abs_diff=max_abs_diff,
         parity_ok=backend.parity_ok(max_abs_diff, reference),
         threads=bench_threads,

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from bench.cases import BenchCase, BenchConfigError, bench_cases
+from bench.measure import count_flops
 from impl import get_spec
 from impl.backends import Prepared, get_backend
 
@@ -87,6 +88,7 @@ class PreparedModels:
         self.workdir, self.threads = workdir, threads
         self._models: dict[tuple[str, str, str], torch.nn.Module] = {}
         self._runners: dict[tuple[str, str, str, str], Prepared] = {}
+        self._flops: dict[tuple[str, str, int], int] = {}
 
     def model(self, case: BenchCase) -> torch.nn.Module:
         key = (case.model, case.size, case.device)
@@ -94,6 +96,13 @@ class PreparedModels:
             torch.manual_seed(0)
             self._models[key] = get_spec(case.model).create(case.size).eval().to(case.device)
         return self._models[key]
+
+    def flops(self, case: BenchCase, inputs: tuple[torch.Tensor, ...]) -> int:
+        """FLOPs per call depend on the model and the batch, not on the backend: count once."""
+        key = (case.model, case.size, case.batch_size)
+        if key not in self._flops:
+            self._flops[key] = count_flops(self.model(case), inputs)
+        return self._flops[key]
 
     def runner(self, case: BenchCase) -> Prepared:
         key = (case.model, case.size, case.device, case.backend)
