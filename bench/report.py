@@ -104,6 +104,11 @@ def collate(paths: Iterable[str | Path]) -> pd.DataFrame:
     return frame[leading + [c for c in frame.columns if c not in leading]]
 
 
+def _has_cases(frame: pd.DataFrame) -> bool:
+    """Rows from torchgauge's benchmarks carry the case columns; other suites' rows may not."""
+    return set(CASE_COLUMNS) <= set(frame.columns)
+
+
 def _latency_plot(frame: pd.DataFrame, path: Path) -> None:
     """Median latency (bars from q1 to q3) per model and backend, a panel per device and batch."""
     import matplotlib
@@ -111,7 +116,7 @@ def _latency_plot(frame: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    has_cases = {"model", "backend", "batch_size", "device"} <= set(frame.columns)
+    has_cases = _has_cases(frame)
     frame = frame.assign(
         label=frame["model"] + "." + frame["size"] if has_cases else frame["name"],
         backend=frame["backend"] if has_cases else "value",
@@ -148,7 +153,7 @@ def _latency_plot(frame: pd.DataFrame, path: Path) -> None:
 
 def _summary_table(frame: pd.DataFrame) -> pd.DataFrame:
     """Median ms per (model, size, device, batch) x backend: the table people read first."""
-    if not {"model", "backend", "batch_size", "device"} <= set(frame.columns):
+    if not _has_cases(frame):
         return frame[["name", "median_ms"]].set_index("name")
     table = frame.pivot_table(
         index=["model", "size", "device", "batch_size"],
