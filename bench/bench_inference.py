@@ -21,7 +21,8 @@ def bench_inference(
 ) -> None:
     spec, backend = get_spec(case.model), get_backend(case.backend)
     cfg = spec.config(case.size)
-    model, runner = prepared_models.model(case), prepared_models.runner(case)
+    model = prepared_models.model(case.model, case.size, case.device)
+    runner = prepared_models.runner(case.model, case.size, case.device, case.backend)
     inputs = tuple(x.to(case.device) for x in spec.inputs(cfg, case.batch_size, seed=1))
     native = runner.convert(inputs)
     run = synchronized(runner.run, case.device)
@@ -43,7 +44,7 @@ def bench_inference(
         dtype=str(reference.dtype).removeprefix("torch."),
         input_shapes=[list(x.shape) for x in inputs],
         params=count_parameters(model),
-        flops=prepared_models.flops(case, inputs),
+        flops=prepared_models.flops(case.model, case.size, case.device, inputs),
         parity_max_abs_diff=max_abs_diff,
         parity_ok=backend.parity_ok(max_abs_diff, reference),
         threads=bench_threads,

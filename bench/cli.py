@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import bench
-from bench.cases import BenchConfigError, bench_cases
+from bench.cases import BenchConfigError, bench_cases, split_names
 from bench.report import OUTPUT_FILES, ReportError, collate, write_report
 from impl import get_spec, list_models
 from impl.backends import get_backend, list_backends
@@ -33,10 +33,6 @@ FULL_OPTIONS = ["--benchmark-max-time=1.0", "--benchmark-min-rounds=30", "--benc
 
 class UsageError(Exception):
     """Reported as one line and exit code 2."""
-
-
-def _names(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
 def new_run_id(device: str, parent: Path) -> str:
@@ -116,9 +112,9 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
-    models = _names(args.models)
-    backends = _names(args.backends)
-    sizes = _names(args.sizes) or ["full"]
+    models = split_names(args.models)
+    backends = split_names(args.backends)
+    sizes = split_names(args.sizes) or ["full"]
     try:
         cases = bench_cases(models=models, sizes=sizes, devices=[args.device], backends=backends)
     except BenchConfigError as error:

@@ -9,22 +9,14 @@ from __future__ import annotations
 
 import os
 import platform
-import warnings
-from pathlib import Path
 
 import pytest
 import torch
 
-from bench.cases import BenchCase, BenchConfigError, bench_cases
-from bench.measure import count_flops
-from impl import get_spec
-from impl.backends import Prepared, get_backend
+from bench.cases import BenchCase, BenchConfigError, bench_cases, split_names
+from bench.prepared import PreparedModels
 
 DEFAULT_THREADS = os.cpu_count() or 1
-
-
-def _csv(value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -47,12 +39,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def _selected_cases(config: pytest.Config) -> list[BenchCase]:
     try:
-        batch_sizes = [int(b) for b in _csv(config.getoption("--bench-batch-sizes")) or []]
+        batch_sizes = [int(b) for b in split_names(config.getoption("--bench-batch-sizes")) or []]
         return bench_cases(
-            models=_csv(config.getoption("--bench-models")),
-            sizes=_csv(config.getoption("--bench-sizes")) or ["full"],
-            devices=_csv(config.getoption("--bench-devices")),
-            backends=_csv(config.getoption("--bench-backends")),
+            models=split_names(config.getoption("--bench-models")),
+            sizes=split_names(config.getoption("--bench-sizes")) or ["full"],
+            devices=split_names(config.getoption("--bench-devices")),
+            backends=split_names(config.getoption("--bench-backends")),
             batch_sizes=batch_sizes,
         )
     except (BenchConfigError, ValueError) as error:
@@ -79,44 +71,6 @@ def bench_threads(request: pytest.FixtureRequest) -> int:
     torch.set_num_threads(threads)
     yield threads
     torch.set_num_threads(before)
-
-
-class PreparedModels:
-    """Builds each model once per (model, size, device) and each backend once on top of it."""
-
-    def __init__(self, workdir: Path, threads: int) -> None:
-        self.workdir, self.threads = workdir, threads
-        self._models: dict[tuple[str, str, str], torch.nn.Module] = {}
-        self._runners: dict[tuple[str, str, str, str], Prepared] = {}
-        self._flops: dict[tuple[str, str, int], int] = {}
-
-    def model(self, case: BenchCase) -> torch.nn.Module:
-        key = (case.model, case.size, case.device)
-        if key not in self._models:
-            torch.manual_seed(0)
-            self._models[key] = get_spec(case.model).create(case.size).eval().to(case.device)
-        return self._models[key]
-
-    def flops(self, case: BenchCase, inputs: tuple[torch.Tensor, ...]) -> int:
-        """FLOPs per call depend on the model and the batch, not on the backend: count once."""
-        key = (case.model, case.size, case.batch_size)
-        if key not in self._flops:
-            self._flops[key] = count_flops(self.model(case), inputs)
-        return self._flops[key]
-
-    def runner(self, case: BenchCase) -> Prepared:
-        key = (case.model, case.size, case.device, case.backend)
-        if key not in self._runners:
-            spec = get_spec(case.model)
-            example = tuple(x.to(case.device) for x in spec.inputs(spec.config(case.size), 2))
-            out = self.workdir / "-".join(key)
-            out.mkdir(parents=True, exist_ok=True)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # exporter progress and TorchScript deprecation
-                self._runners[key] = get_backend(case.backend).prepare(
-                    self.model(case), example, out, self.threads
-                )
-        return self._runners[key]
 
 
 @pytest.fixture(scope="session")

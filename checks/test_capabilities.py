@@ -7,18 +7,16 @@ until the entry is removed.
 
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
-
 import onnx
 import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bench.prepared import PreparedModels
 from checks.strategies import input_draws
 from impl import Cap, get_spec, list_models
-from impl.backends import Prepared, get_backend, list_backends
+from impl.backends import get_backend, list_backends
 
 
 def _case(name: str, cap: Cap, *extra: str):
@@ -46,34 +44,22 @@ def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:
     return float("inf") if noise == 0 else float(20 * torch.log10(reference.norm() / noise))
 
 
-_prepared: dict[tuple[str, str], tuple[torch.nn.Module, Prepared]] = {}
-
-
-def prepared(name: str, backend: str, workdir: Path) -> tuple[torch.nn.Module, Prepared]:
-    """Export each (model, backend) once per session; ONNX export takes seconds."""
-    key = (name, backend)
-    if key not in _prepared:
-        spec = get_spec(name)
-        cfg = spec.config("tiny")
-        torch.manual_seed(0)
-        model = spec.create("tiny").eval()
-        out = workdir / f"{name}-{backend}"
-        out.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # exporter chatter and TorchScript deprecation notices
-            _prepared[key] = model, get_backend(backend).prepare(model, spec.inputs(cfg, 2), out, 2)
-    return _prepared[key]
+@pytest.fixture(scope="module")
+def prepared_models(tmp_path_factory: pytest.TempPathFactory) -> PreparedModels:
+    """The benchmarks' cache of models and runners: each (model, backend) is exported once."""
+    return PreparedModels(tmp_path_factory.mktemp("backends"), threads=2)
 
 
 @pytest.mark.parametrize(("name", "backend_name"), BACKEND_CASES)
 @given(data=st.data())
 def test_backend_matches_eager(
-    name: str, backend_name: str, data: st.DataObject, tmp_path_factory
+    name: str, backend_name: str, data: st.DataObject, prepared_models: PreparedModels
 ) -> None:
     """One exported artifact serves every drawn batch size and sequence length, within tolerance."""
     spec, backend = get_spec(name), get_backend(backend_name)
     cfg = spec.config("tiny")
-    model, runner = prepared(name, backend_name, tmp_path_factory.getbasetemp() / "backends")
+    model = prepared_models.model(name, "tiny", "cpu")
+    runner = prepared_models.runner(name, "tiny", "cpu", backend_name)
     draw = data.draw(input_draws(spec, cfg))
     inputs = draw.inputs(spec, cfg)
     with torch.no_grad():
@@ -84,8 +70,10 @@ def test_backend_matches_eager(
 @pytest.mark.onnx
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list_models(caps={Cap.ONNX}))
-def test_onnx_file_is_valid_with_a_dynamic_batch(name: str, tmp_path_factory) -> None:
-    _, runner = prepared(name, "onnxruntime", tmp_path_factory.getbasetemp() / "backends")
+def test_onnx_file_is_valid_with_a_dynamic_batch(
+    name: str, prepared_models: PreparedModels
+) -> None:
+    runner = prepared_models.runner(name, "tiny", "cpu", "onnxruntime")
     proto = onnx.load(str(runner.artifact))
     onnx.checker.check_model(proto, full_check=True)
     batch_dims = [i.type.tensor_type.shape.dim[0] for i in proto.graph.input]
