@@ -13,6 +13,8 @@ import pytest
 import torch
 from hypothesis import HealthCheck, settings
 
+from impl.machine import CUDA
+
 _COMMON = {
     "deadline": None,  # the first call of a torch op is slow (lazy init); timing belongs in bench/
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
@@ -24,14 +26,12 @@ settings.register_profile("dev", max_examples=10, **_COMMON)
 settings.register_profile("thorough", max_examples=200, **_COMMON)
 settings.load_profile(os.environ.get("TORCHGAUGE_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
-CUDA_SKIP_REASON = "CUDA is not available on this machine (torch.cuda.is_available() is False)"
-
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip every ``cuda``-marked test, with the reason, where there is no GPU."""
-    if torch.cuda.is_available():
+    if CUDA.available:
         return
-    skip = pytest.mark.skip(reason=CUDA_SKIP_REASON)
+    skip = pytest.mark.skip(reason=CUDA.missing_reason())
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
@@ -39,7 +39,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(autouse=True)
 def _fixed_threads():
-    """Every check runs with the same intra-op thread count, whatever the host has."""
+    """Every check runs with the same intra-op thread count, whatever the host has (1 core or 16):
+    tolerances were set at this count."""
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     yield

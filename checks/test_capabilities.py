@@ -17,14 +17,18 @@ from bench.prepared import PreparedModels
 from checks.strategies import input_draws
 from impl import Cap, get_spec, list_models
 from impl.backends import get_backend, list_backends
+from impl.machine import Feature
 
 
-def _case(name: str, cap: Cap, *extra: str):
-    """A pytest param for (name, *extra), marked with the capability and xfail if known to fail."""
+def _case(name: str, cap: Cap, *extra: str, device: str = "cpu"):
+    """A pytest param for (name, *extra), marked with the capability; skipped, with a reason that
+    names the feature, where this machine lacks one the capability needs; xfail if known to fail."""
     spec = get_spec(name)
     marks = [getattr(pytest.mark, cap.value)] if cap in (Cap.ONNX, Cap.TORCHSCRIPT) else []
     if cap == Cap.ONNX:
         marks.append(pytest.mark.slow)  # the export takes seconds
+    if missing := spec.missing_reason(cap, device):
+        marks.append(pytest.mark.skip(reason=missing))
     if cap in spec.known_failures:
         marks.append(pytest.mark.xfail(reason=spec.known_failures[cap], strict=True))
     return pytest.param(name, *extra, marks=marks, id="-".join((name, *extra)))
@@ -83,18 +87,28 @@ def test_onnx_file_is_valid_with_a_dynamic_batch(
 QUANT_CASES = [_case(name, Cap.QUANT_DYNAMIC) for name in list_models(caps={Cap.QUANT_DYNAMIC})]
 
 
+def dynamic_quantised(model: torch.nn.Module) -> torch.nn.Module:
+    """int8 dynamic quantisation of every Linear and LSTM, on this machine's int8 engine."""
+    from torch.ao.quantization import quantize_dynamic
+
+    return quantize_dynamic(model, {torch.nn.Linear, torch.nn.LSTM}, dtype=torch.qint8)
+
+
+def cpu_autocast_forward(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        return model(*inputs)
+
+
 @pytest.mark.parametrize("name", QUANT_CASES)
 @given(data=st.data())
 def test_dynamic_quantisation_is_close_to_float(name: str, data: st.DataObject) -> None:
     """int8 dynamic quantisation of Linear and LSTM layers: every one converted, SQNR >= 25 dB."""
-    from torch.ao.quantization import quantize_dynamic
-
     spec = get_spec(name)
     cfg = spec.config("tiny")
     draw = data.draw(input_draws(spec, cfg))
     torch.manual_seed(draw.seed % 1000)
     model = spec.create("tiny").eval()
-    quantized = quantize_dynamic(model, {torch.nn.Linear, torch.nn.LSTM}, dtype=torch.qint8)
+    quantized = dynamic_quantised(model)
     left = [n for n, m in quantized.named_modules() if type(m) in (torch.nn.Linear, torch.nn.LSTM)]
     assert not left, f"still float: {left}"
     inputs = draw.inputs(spec, cfg)
@@ -115,10 +129,40 @@ def test_cpu_autocast_runs_in_bfloat16_and_stays_close(name: str, data: st.DataO
     inputs = draw.inputs(spec, cfg)
     with torch.no_grad():
         expected = model(*inputs)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = model(*inputs)
+    out = cpu_autocast_forward(model, inputs)
     assert out.dtype == torch.bfloat16  # the final Linear ran in lower precision
     assert sqnr_db(expected, out) >= 30.0
+
+
+# How each capability that can need a CPU feature is exercised
+EXERCISE = {
+    Cap.AMP: cpu_autocast_forward,
+    Cap.QUANT_DYNAMIC: lambda model, inputs: dynamic_quantised(model)(*inputs),
+}
+DECLARED_NEEDS = [
+    pytest.param(name, cap, feature, id=f"{name}-{cap}-{feature.name}")
+    for name in list_models()
+    for cap, features in get_spec(name).needs.items()
+    for feature in features
+]
+
+
+@pytest.mark.parametrize(("name", "cap", "feature"), DECLARED_NEEDS)
+def test_a_declared_need_is_real_and_its_probe_tells_the_truth(
+    name: str, cap: Cap, feature: Feature
+) -> None:
+    """The probe, not the error, decides a skip: so pin it. Where the probe finds the feature the
+    capability runs; where it does not, the capability really fails here. Either way a stale or
+    over-broad declaration, or a probe that lies, turns this red."""
+    assert feature.device == "cpu", "only CPU features can be exercised on every machine"
+    spec = get_spec(name)
+    model = spec.create("tiny").eval()
+    inputs = spec.inputs(spec.config("tiny"), 2)
+    if feature.available:
+        EXERCISE[cap](model, inputs)
+    else:
+        with pytest.raises(RuntimeError):
+            EXERCISE[cap](model, inputs)
 
 
 @pytest.mark.cuda

@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from impl.machine import CUDA, INT8_ENGINE, Feature
+
 
 class Cap(StrEnum):
     """What a model declares it supports; checks verify every declared capability."""
@@ -27,6 +29,12 @@ class Cap(StrEnum):
     ONNX = "onnx"  # torch.onnx.export (dynamo) and onnxruntime
     QUANT_DYNAMIC = "quant_dynamic"  # torch.ao.quantization.quantize_dynamic on Linear/LSTM
     AMP = "amp"  # torch.autocast forward (bfloat16 on CPU, float16 on CUDA)
+
+
+# What a capability needs of the machine on every model, and what a device needs; a model adds its
+# own needs in ``ModelSpec.needs``.
+CAP_NEEDS: Mapping[Cap, tuple[Feature, ...]] = {Cap.QUANT_DYNAMIC: (INT8_ENGINE,)}
+DEVICE_NEEDS: Mapping[str, tuple[Feature, ...]] = {"cuda": (CUDA,)}
 
 
 class UnknownModelError(KeyError):
@@ -52,9 +60,10 @@ class ModelSpec:
 
     name: str
     family: str  # "mlp" | "conv" | "recurrent" | "attention" | ...
-    curriculum: str  # where the curriculum describes it, e.g. "002 Q27"
     summary: str  # one line, taken from the builder's docstring
     build: Callable[[Any], nn.Module]
+    # where the curriculum describes it, e.g. "002 Q27"; None for a plugin's own model
+    curriculum: str | None = None
     # named configs: "tiny" (checks) and "full" (the curriculum's configuration) at least
     sizes: Mapping[str, Any]
     # (cfg, batch_size, generator, **dims) -> forward args on the CPU, default dtype
@@ -69,13 +78,31 @@ class ModelSpec:
     # declared capabilities that fail for a reason outside the model; checks expect them to fail
     # (strict xfail, so a fix upstream shows up) and benchmarks skip them
     known_failures: Mapping[Cap, str] = dataclasses.field(default_factory=dict)
+    # machine features a declared capability needs on this model, beyond ``CAP_NEEDS``: checks and
+    # benchmarks skip it, naming the feature, where the probe says this machine lacks it
+    needs: Mapping[Cap, tuple[Feature, ...]] = dataclasses.field(default_factory=dict)
     # text models: inputs are token ids right-padded with cfg.pad_token, and padding must not matter
     padded_sequences: bool = False
     full_params: int | None = None  # parameter count of "full", from the curriculum or by hand
 
+    @property
+    def builtin(self) -> bool:
+        """Registered by ``impl.models`` rather than by a plugin."""
+        return self.build.__module__.startswith("impl.models.")
+
     def supports(self, cap: Cap) -> bool:
-        """Declared and not known to fail."""
+        """Declared and not known to fail (on any machine; see ``missing`` for this one)."""
         return cap in self.caps and cap not in self.known_failures
+
+    def missing(self, cap: Cap, device: str) -> tuple[Feature, ...]:
+        """The features that ``cap`` needs on ``device`` and this machine lacks."""
+        needed = (*DEVICE_NEEDS.get(device, ()), *CAP_NEEDS.get(cap, ()), *self.needs.get(cap, ()))
+        return tuple(f for f in needed if f.device == device and not f.available)
+
+    def missing_reason(self, cap: Cap, device: str) -> str | None:
+        """Why ``cap`` cannot run on ``device`` here, naming each missing feature, or None."""
+        missing = self.missing(cap, device)
+        return "; ".join(f.missing_reason() for f in missing) if missing else None
 
     def config(self, size: str = "tiny", **overrides: Any) -> Any:
         if size not in self.sizes:
@@ -126,11 +153,10 @@ def register_model(
             raise ValueError(f"model {name!r} lacks sizes {sorted(missing)}")
         summary = (builder.__doc__ or "").strip().splitlines()[0] if builder.__doc__ else ""
         caps = frozenset(spec_fields.pop("caps", ())) | {Cap.EAGER}
-        stray = set(spec_fields.get("known_failures", {})) - caps
-        if stray:
-            raise ValueError(
-                f"model {name!r}: known_failures {sorted(stray)} are not declared caps"
-            )
+        for field in ("known_failures", "needs"):
+            stray = set(spec_fields.get(field, {})) - caps
+            if stray:
+                raise ValueError(f"model {name!r}: {field} {sorted(stray)} are not declared caps")
         _REGISTRY[name] = ModelSpec(
             name=name, build=builder, summary=summary, caps=caps, **spec_fields
         )
@@ -140,7 +166,11 @@ def register_model(
 
 
 def _load_models() -> None:
-    import impl.models  # noqa: F401  (registration happens on import)
+    """Built-in models first, then plugins (``impl.plugins``): both register on import."""
+    import impl.models  # noqa: F401
+    from impl.plugins import load_plugins
+
+    load_plugins()
 
 
 def list_models(

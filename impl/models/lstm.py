@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from torch import Tensor, nn
 
+from impl.machine import ONEDNN_BF16
 from impl.models._tokens import padded_token_inputs, sequence_dims
 from impl.registry import Cap, class_logits_shape, register_model
 
@@ -69,6 +70,9 @@ class SentimentLSTM(nn.Module):
     output_shape=class_logits_shape,
     dynamic_dims=sequence_dims,
     caps={Cap.TORCHSCRIPT, Cap.ONNX, Cap.QUANT_DYNAMIC, Cap.AMP},
+    # CPU autocast runs nn.LSTM in bfloat16, and oneDNN has no bfloat16 LSTM without native bf16:
+    # "could not create a primitive descriptor for the LSTM forward propagation primitive"
+    needs={Cap.AMP: (ONEDNN_BF16,)},
     padded_sequences=True,
     full_params=723_074,  # catalog: measured on the curriculum's own class (same layers)
 )
