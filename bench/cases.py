@@ -1,8 +1,10 @@
 """The benchmark matrix, generated from the model and backend registries.
 
-One case is (model, size, device, backend, batch size). A backend is paired with a model only if
-the model declares the capability the backend requires (and it is not a known failure), and with
-a device only if the backend runs there.
+One case is (model, size, device, backend, batch size). A backend is paired with a model if the
+model declares the capability the backend requires. A case that cannot run here is kept, with the
+reason in ``skip``, so that reports show it as a row: the backend does not run on that device,
+the capability is a known upstream failure, or this machine lacks a feature it needs
+(``ModelSpec.needs``).
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from typing import NamedTuple
 
 import torch
 
-from impl import get_spec, list_models
-from impl.backends import get_backend, list_backends
+from impl import ModelSpec, get_spec, list_models
+from impl.backends import Backend, get_backend, list_backends
 
 DEFAULT_BATCH_SIZES = (1, 32)  # latency at batch 1, throughput at 32
 
@@ -24,6 +26,7 @@ class BenchCase(NamedTuple):
     device: str
     backend: str
     batch_size: int
+    skip: str | None = None  # why this case cannot run on this machine, if it cannot
 
     @property
     def id(self) -> str:
@@ -42,6 +45,15 @@ def split_names(value: str | None) -> list[str] | None:
 
 class BenchConfigError(ValueError):
     """A benchmark selection that cannot run here (unknown name, CUDA without a GPU, ...)."""
+
+
+def skip_reason(spec: ModelSpec, backend: Backend, device: str) -> str | None:
+    """Why ``backend`` cannot run ``spec`` on ``device`` here, or None if it can."""
+    if device not in backend.devices:
+        return f"backend {backend.name} runs on {', '.join(backend.devices)} only"
+    if backend.requires in spec.known_failures:
+        return f"known failure: {spec.known_failures[backend.requires]}"
+    return spec.missing_reason(backend.requires, device)
 
 
 def default_devices() -> tuple[str, ...]:
@@ -66,7 +78,8 @@ def bench_cases(
     backends: Iterable[str] | None = None,
     batch_sizes: Iterable[int] = DEFAULT_BATCH_SIZES,
 ) -> list[BenchCase]:
-    """Every valid case of the selection; unknown names raise ``BenchConfigError`` naming them."""
+    """Every case of the selection, those that cannot run here with their ``skip`` reason; unknown
+    names raise ``BenchConfigError`` naming them."""
     models = list_models() if models is None else list(models)
     devices = default_devices() if devices is None else tuple(devices)
     backends = list_backends() if backends is None else list(backends)
@@ -86,11 +99,13 @@ def bench_cases(
     if not batch_sizes or min(batch_sizes) < 1:
         raise BenchConfigError(f"batch sizes must be positive integers, got {batch_sizes}")
     return [
-        BenchCase(spec.name, size, device, backend.name, batch_size)
+        BenchCase(
+            spec.name, size, device, backend.name, batch_size, skip_reason(spec, backend, device)
+        )
         for spec in specs
         for size in sizes
         for device in devices
         for backend in chosen
-        if spec.supports(backend.requires) and device in backend.devices
+        if backend.requires in spec.caps
         for batch_size in batch_sizes
     ]

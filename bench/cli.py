@@ -1,34 +1,60 @@
 """The ``torchgauge`` command: list the registry, run benchmarks, collate reports.
 
-    torchgauge list
-    torchgauge run [--models NAMES] [--device cpu|cuda] [--quick] [--out DIR]
+    torchgauge list [--plugin MODULE]
+    torchgauge machine
+    torchgauge run [--models NAMES] [--device cpu|cuda] [--quick] [--out DIR] [--plugin MODULE]
+    torchgauge run --resume RUN_DIR
     torchgauge report FILES... [--out DIR]
 
-Bad input (an unknown model, CUDA without a GPU, a missing or corrupt JSON file) prints one line
-``torchgauge: error: ...`` and exits with 2, before anything is written.
+Bad input (an unknown model, CUDA without a GPU, a missing or corrupt JSON file, a plugin that does
+not import) prints one line ``torchgauge: error: ...`` and exits with 2, before anything is
+written. ``run`` exits with 0 when every case passed or was skipped on this machine, 1 when some
+case failed, crashed or timed out, and 130 when interrupted (its run can then be resumed).
 """
 
 from __future__ import annotations
 
 import argparse
-import shutil
+import json
+import os
+import signal
 import sys
-import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
-
-import bench
-from bench.cases import BenchConfigError, bench_cases, split_names
+from bench.cases import DEFAULT_BATCH_SIZES, BenchConfigError, bench_cases, split_names
 from bench.report import OUTPUT_FILES, ReportError, collate, write_report
+from bench.runner import (
+    DEFAULT_CASE_TIMEOUT_S,
+    OUTPUTS,
+    RunDir,
+    RunError,
+    RunSettings,
+    check_same_machine,
+    run_cases,
+)
 from impl import get_spec, list_models
 from impl.backends import get_backend, list_backends
+from impl.machine import machine_info, usable_cpus
+from impl.plugins import PLUGINS_ENV, PluginError, env_plugins
 
 EXIT_USAGE = 2
-BENCH_DIR = Path(bench.__file__).parent
-QUICK_OPTIONS = ["--benchmark-max-time=0.1", "--benchmark-min-rounds=5", "--bench-warmup=3"]
-FULL_OPTIONS = ["--benchmark-max-time=1.0", "--benchmark-min-rounds=30", "--bench-warmup=10"]
+EXIT_INTERRUPTED = 130
+QUICK_OPTIONS = ("--benchmark-max-time=0.1", "--benchmark-min-rounds=5", "--bench-warmup=3")
+FULL_OPTIONS = ("--benchmark-max-time=1.0", "--benchmark-min-rounds=30", "--bench-warmup=10")
+# ``run`` options that choose what to run; a resumed run keeps what it started with
+SELECTION_OPTIONS = (
+    "models",
+    "device",
+    "backends",
+    "sizes",
+    "batch_sizes",
+    "threads",
+    "quick",
+    "out",
+    "plugin",
+)
 
 
 class UsageError(Exception):
@@ -39,47 +65,24 @@ def new_run_id(device: str, parent: Path) -> str:
     """``YYYYMMDDTHHMMSSZ-<device>``, with a counter if that directory exists already."""
     base = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{device}"
     run_id, n = base, 1
-    while (parent / run_id).exists() or (parent / f".{run_id}.partial").exists():
+    while (parent / run_id).exists():
         n += 1
         run_id = f"{base}-{n}"
     return run_id
 
 
-class Progress:
-    """A pytest plugin that prints one line per finished benchmark: [k/n] id, median, outcome."""
-
-    def __init__(self, stream=sys.stderr) -> None:
-        self.stream, self.total, self.done, self.start = stream, 0, 0, time.perf_counter()
-
-    def pytest_collection_finish(self, session: pytest.Session) -> None:
-        self.total = len(session.items)
-        print(f"torchgauge: {self.total} benchmarks to run", file=self.stream, flush=True)
-
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_report_teststatus(self, report: pytest.TestReport, config: pytest.Config):
-        """Silence pytest's progress dots for finished tests: this plugin prints a line instead."""
-        if report.when == "call":
-            return report.outcome, "", report.outcome.upper()
-        return None
-
-    @pytest.hookimpl(hookwrapper=True)
-    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo):
-        outcome = yield
-        report = outcome.get_result()
-        if report.when != "call" and not (report.when == "setup" and not report.passed):
-            return
-        self.done += 1
-        fixture = getattr(item, "funcargs", {}).get("benchmark")
-        stats = getattr(getattr(fixture, "stats", None), "stats", None)
-        median = f"median {stats.median * 1e3:9.4f} ms" if stats is not None else " " * 22
-        elapsed = time.perf_counter() - self.start
-        width = len(str(self.total))
-        print(
-            f"[{self.done:>{width}}/{self.total}] {elapsed:6.1f}s  {median}  {report.outcome:<7} "
-            f"{item.callspec.id if hasattr(item, 'callspec') else item.name}",
-            file=self.stream,
-            flush=True,
-        )
+def use_plugins(modules: list[str] | None) -> None:
+    """Add ``--plugin`` modules to ``TORCHGAUGE_PLUGINS`` (which benchmark workers inherit) and
+    load every plugin now, so that a broken one is bad input. As with ``python -m``, modules in
+    the current directory are importable."""
+    if modules:
+        os.environ[PLUGINS_ENV] = ",".join(dict.fromkeys([*env_plugins(), *modules]))
+    if env_plugins() and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        list_models()
+    except PluginError as error:
+        raise UsageError(str(error)) from None
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -91,8 +94,8 @@ def cmd_list(args: argparse.Namespace) -> int:
             (
                 name,
                 spec.family,
-                spec.curriculum,
-                f"{spec.full_params:,}",
+                spec.curriculum or "-",
+                f"{spec.full_params:,}" if spec.full_params else "-",
                 ",".join(sorted(spec.sizes)),
                 ",".join(backends),
                 spec.summary,
@@ -109,70 +112,120 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_machine(args: argparse.Namespace) -> int:
+    """What every run records about this machine, and which probed features it has."""
+    for key, value in machine_info().items():
+        print(f"{key}: {json.dumps(value) if isinstance(value, dict | list) else value}")
+    return 0
+
+
+def _benchmark_machine_info(threads: int) -> dict:
+    """pytest-benchmark's machine_info, with ours under "torchgauge" as its hook adds it."""
+    from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+
+    return {**pytest_benchmark_generate_machine_info(), "torchgauge": machine_info(threads)}
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if args.case_timeout is not None and args.case_timeout <= 0:
+        raise UsageError(f"--case-timeout must be positive, got {args.case_timeout:g}")
+    if args.resume:
+        return _resume(args)
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
-    models = split_names(args.models)
-    backends = split_names(args.backends)
-    sizes = split_names(args.sizes) or ["full"]
+    device = args.device or "cpu"
     try:
-        cases = bench_cases(models=models, sizes=sizes, devices=[args.device], backends=backends)
+        batch_sizes = [int(b) for b in split_names(args.batch_sizes) or DEFAULT_BATCH_SIZES]
+    except ValueError:
+        raise UsageError(f"--batch-sizes takes integers, got {args.batch_sizes!r}") from None
+    try:
+        cases = bench_cases(
+            models=split_names(args.models),
+            sizes=split_names(args.sizes) or ["full"],
+            devices=[device],
+            backends=split_names(args.backends),
+            batch_sizes=batch_sizes,
+        )
     except BenchConfigError as error:
         raise UsageError(str(error)) from None
     if not cases:
         raise UsageError("the selection has no benchmark cases (no model supports those backends)")
-
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    run_id = new_run_id(args.device, out)
-    staging, final = out / f".{run_id}.partial", out / run_id
-    staging.mkdir()
-    raw = staging / "benchmark.json"
-    pytest_args = [
-        str(BENCH_DIR),
-        f"--rootdir={BENCH_DIR.parent}",
-        "-p",
-        "no:cacheprovider",
-        "-o",
-        "python_files=bench_*.py",  # also when installed without this repo's pyproject
-        "-o",
-        "python_functions=bench_*",
-        "-q",
-        "--no-header",
-        "--benchmark-only",
-        f"--benchmark-json={raw}",
-        "--benchmark-columns=median,iqr,ops,rounds",
-        "--benchmark-sort=name",
-        f"--bench-devices={args.device}",
-        f"--bench-sizes={','.join(sizes)}",
-        f"--bench-models={','.join(sorted({c.model for c in cases}))}",
-        f"--bench-backends={','.join(sorted({c.backend for c in cases}))}",
-        *(QUICK_OPTIONS if args.quick else FULL_OPTIONS),
-    ]
-    if args.threads:
-        pytest_args.append(f"--bench-threads={args.threads}")
-    print(f"torchgauge: run {run_id}: {len(cases)} cases -> {final}", file=sys.stderr)
-    try:
-        status = pytest.main(pytest_args, plugins=[Progress()])
-        if status != 0 or not raw.is_file():
-            shutil.rmtree(staging, ignore_errors=True)
-            print(
-                f"torchgauge: error: the benchmark run failed (pytest exit code {int(status)}); "
-                "nothing was kept",
-                file=sys.stderr,
-            )
-            return 1
-        frame = collate([raw])
-        write_report(frame, staging)
-    except BaseException:  # interrupted or crashed: leave no half-written run behind
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    staging.rename(final)  # the run appears whole, or not at all
-    print(
-        f"torchgauge: wrote {len(frame)} results to {final}/ "
-        f"({', '.join(OUTPUT_FILES)}, benchmark.json)"
+    settings = RunSettings(
+        device=device,
+        threads=args.threads or usable_cpus(),
+        timing=QUICK_OPTIONS if args.quick else FULL_OPTIONS,
+        case_timeout_s=args.case_timeout or DEFAULT_CASE_TIMEOUT_S,
+        plugins=tuple(env_plugins()),
     )
-    return 0
+    from pytest_benchmark.utils import get_commit_info
+
+    out = Path(args.out or "reports/runs")
+    out.mkdir(parents=True, exist_ok=True)
+    run = RunDir.create(
+        out / new_run_id(device, out),
+        cases,
+        settings,
+        machine=_benchmark_machine_info(settings.threads),
+        commit=get_commit_info(),
+    )
+    skipped = sum(case.skip is not None for case in cases)
+    print(
+        f"torchgauge: run {run.path.name}: {len(cases)} cases ({skipped} skipped on this "
+        f"machine) -> {run.path}",
+        file=sys.stderr,
+    )
+    return _execute(run)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    given = [f"--{name}" for name in SELECTION_OPTIONS if getattr(args, name) not in (None, False)]
+    if given:
+        raise UsageError(
+            f"--resume continues a run with its own selection; drop {', '.join(given)}"
+        )
+    try:
+        run = RunDir.open(Path(args.resume))
+        if run.meta["state"] == "complete":
+            raise RunError(f"{run.path} is complete: every case has a result")
+        check_same_machine(run, _benchmark_machine_info(run.settings.threads))
+    except RunError as error:
+        raise UsageError(str(error)) from None
+    if args.case_timeout:
+        run.meta["settings"]["case_timeout_s"] = args.case_timeout
+        run.save()
+    done = len(run.journal.results())
+    print(
+        f"torchgauge: resume {run.path.name}: {done} of {len(run.cases)} cases have results; "
+        f"running the other {len(run.cases) - done}",
+        file=sys.stderr,
+    )
+    return _execute(run)
+
+
+def _execute(run: RunDir) -> int:
+    """Run the cases; on Ctrl-C or SIGTERM, keep the journal and say how to resume."""
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        status = run_cases(run)
+    except KeyboardInterrupt:
+        done = len(run.journal.results())
+        print(
+            f"torchgauge: interrupted with {done} of {len(run.cases)} cases done; "
+            f"finish with: torchgauge run --resume {run.path}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    except RunError as error:
+        raise UsageError(str(error)) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    counts = Counter(r["status"] for r in run.journal.results().values())
+    print(
+        f"torchgauge: wrote {len(run.cases)} results "
+        f"({', '.join(f'{n} {status}' for status, n in sorted(counts.items()))}) "
+        f"to {run.path}/ ({', '.join(OUTPUTS)})"
+    )
+    return status
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -200,30 +253,54 @@ def cmd_report(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="torchgauge", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
+    plugins = argparse.ArgumentParser(add_help=False)
+    plugins.add_argument(
+        "--plugin",
+        action="append",
+        metavar="MODULE",
+        help=f"import MODULE, which registers models (repeatable; also ${PLUGINS_ENV})",
+    )
 
-    commands.add_parser("list", help="print the model registry").set_defaults(func=cmd_list)
+    listing = commands.add_parser("list", parents=[plugins], help="print the model registry")
+    listing.set_defaults(func=cmd_list)
+    machine = commands.add_parser("machine", help="print what runs record about this machine")
+    machine.set_defaults(func=cmd_machine, plugin=None)
 
-    run = commands.add_parser("run", help="run the benchmarks and write a report")
+    run = commands.add_parser(
+        "run", parents=[plugins], help="run the benchmarks and write a report"
+    )
     run.add_argument(
         "--models", help="comma-separated model names (default: every registered model)"
     )
-    run.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="default: cpu")
+    run.add_argument("--device", choices=["cpu", "cuda"], help="default: cpu")
     run.add_argument(
         "--backends", help=f"comma-separated, from {', '.join(list_backends())} (default: all)"
     )
     run.add_argument("--sizes", help="comma-separated model sizes (default: full)")
     run.add_argument(
+        "--batch-sizes",
+        help=f"comma-separated (default: {','.join(map(str, DEFAULT_BATCH_SIZES))})",
+    )
+    run.add_argument(
         "--threads",
         type=int,
-        help="intra-op threads for torch and onnxruntime (default: CPU count)",
+        help="intra-op threads for torch and onnxruntime (default: the CPUs this process may use)",
     )
     run.add_argument(
         "--quick", action="store_true", help="short timing (0.1 s, >= 5 rounds per benchmark)"
     )
     run.add_argument(
-        "--out",
-        default="reports/runs",
-        help="directory that receives <run-id>/ (default: reports/runs)",
+        "--case-timeout",
+        type=float,
+        metavar="SECONDS",
+        help=f"kill a case that has no result after this long (default: "
+        f"{DEFAULT_CASE_TIMEOUT_S:g}; the first case of a model includes the worker's start-up)",
+    )
+    run.add_argument("--out", help="directory that receives <run-id>/ (default: reports/runs)")
+    run.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="finish an interrupted run: run only the cases that have no result yet",
     )
     run.set_defaults(func=cmd_run)
 
@@ -233,7 +310,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--out", help="output directory (default: reports/runs/<timestamp>-report)")
     report.add_argument("--force", action="store_true", help="replace a report already in --out")
-    report.set_defaults(func=cmd_report)
+    report.set_defaults(func=cmd_report, plugin=None)
     return parser
 
 
@@ -241,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        use_plugins(args.plugin)
         return args.func(args)
     except UsageError as error:
         print(f"torchgauge: error: {error}", file=sys.stderr)

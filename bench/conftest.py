@@ -2,21 +2,22 @@
 
 Plain ``pytest bench/ --benchmark-only --benchmark-json=out.json`` benchmarks every case;
 ``--bench-models``, ``--bench-sizes``, ``--bench-devices``, ``--bench-backends`` and
-``--bench-batch-sizes`` narrow it. With ``--benchmark-disable`` each body runs once (smoke test).
+``--bench-batch-sizes`` narrow it; ``--bench-cases`` picks cases by id (what ``torchgauge run``'s
+workers do). With ``--benchmark-disable`` each body runs once (smoke test). A case that cannot
+run on this machine is skipped with its reason, and listed in the JSON (``torchgauge.outcomes``).
 """
 
 from __future__ import annotations
-
-import os
-import platform
 
 import pytest
 import torch
 
 from bench.cases import BenchCase, BenchConfigError, bench_cases, split_names
+from bench.journal import outcome
 from bench.prepared import PreparedModels
+from impl import machine
 
-DEFAULT_THREADS = os.cpu_count() or 1
+DEFAULT_THREADS = machine.usable_cpus()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -35,12 +36,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--bench-warmup", type=int, default=10, help="untimed calls before timing (default: 10)"
     )
+    group.addoption("--bench-cases", help="comma-separated case ids: run only these")
 
 
 def _selected_cases(config: pytest.Config) -> list[BenchCase]:
     try:
         batch_sizes = [int(b) for b in split_names(config.getoption("--bench-batch-sizes")) or []]
-        return bench_cases(
+        cases = bench_cases(
             models=split_names(config.getoption("--bench-models")),
             sizes=split_names(config.getoption("--bench-sizes")) or ["full"],
             devices=split_names(config.getoption("--bench-devices")),
@@ -49,6 +51,13 @@ def _selected_cases(config: pytest.Config) -> list[BenchCase]:
         )
     except (BenchConfigError, ValueError) as error:
         raise pytest.UsageError(f"torchgauge: {error}") from None
+    wanted = split_names(config.getoption("--bench-cases"))
+    if wanted is None:
+        return cases
+    unknown = set(wanted) - {case.id for case in cases}
+    if unknown:
+        raise pytest.UsageError(f"torchgauge: no such cases in the selection: {sorted(unknown)}")
+    return [case for case in cases if case.id in wanted]
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -59,8 +68,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "case" in metafunc.fixturenames:
-        cases = _selected_cases(metafunc.config)
-        metafunc.parametrize("case", cases, ids=[c.id for c in cases])
+        metafunc.parametrize(
+            "case",
+            [
+                pytest.param(case, id=case.id, marks=[pytest.mark.skip(reason=case.skip)])
+                if case.skip
+                else pytest.param(case, id=case.id)
+                for case in _selected_cases(metafunc.config)
+            ],
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -79,19 +95,16 @@ def prepared_models(tmp_path_factory: pytest.TempPathFactory, bench_threads: int
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
-    """Record what the numbers depend on: library versions, threads, CPU and GPU."""
-    import onnxruntime
+    """Record what the numbers depend on: CPU capability, bf16, int8 engine, threads, GPU."""
+    machine_info["torchgauge"] = machine.machine_info(config.getoption("--bench-threads"))
 
-    cuda = torch.cuda.is_available()
-    machine_info["torchgauge"] = {
-        "torch": torch.__version__,
-        "torch_cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if cuda else None,
-        "onnxruntime": onnxruntime.__version__,
-        "threads": config.getoption("--bench-threads"),
-        "interop_threads": torch.get_num_interop_threads(),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": machine_info.get("cpu", {}).get("brand_raw") or platform.processor(),
-        "gpu": torch.cuda.get_device_name(0) if cuda else None,
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:
+    """Cases skipped on this machine are rows of the report too, with their reason."""
+    output_json["torchgauge"] = {
+        "outcomes": [
+            outcome(case, "skipped", case.skip)
+            for case in _selected_cases(config)
+            if case.skip is not None
+        ]
     }

@@ -1,8 +1,9 @@
 """Collate pytest-benchmark JSON files into one tidy pandas table, and write the reports.
 
-One row per benchmark: timing statistics in milliseconds, derived throughput, every
-``extra_info`` field, and the machine it ran on. Outputs: ``results.csv``, ``report.md``,
-``report.html`` and ``latency.png``. Column meanings are documented in ``reports/README.md``.
+One row per case: timing statistics in milliseconds, derived throughput, every ``extra_info``
+field, and the machine it ran on; a case that was not measured (skipped on this machine, failed,
+crashed or timed out) is a row too, with its ``status`` and ``reason``. Outputs: ``results.csv``,
+``report.md``, ``report.html`` and ``latency.png``. Column meanings: ``reports/README.md``.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import pandas as pd
 
 STAT_COLUMNS = ("median", "iqr", "mean", "stddev", "min", "max", "q1", "q3")
 CASE_COLUMNS = ["model", "size", "backend", "device", "batch_size"]
+STATUSES = ("passed", "skipped", "error", "crashed", "timeout")  # bench.journal's
 LEADING_COLUMNS = [
     *CASE_COLUMNS,
+    "status",
     "median_ms",
     "iqr_ms",
     "mean_ms",
@@ -31,6 +34,16 @@ LEADING_COLUMNS = [
     "samples_per_s",
 ]
 OUTPUT_FILES = ("results.csv", "report.md", "report.html", "latency.png")
+# machine facts recorded by every torchgauge run (``impl.machine.machine_info``), as columns
+MACHINE_COLUMNS = {
+    "cpu": "cpu_model",
+    "cpu_capability": "cpu_capability",
+    "onednn_bf16": "onednn_bf16",
+    "quantized_engine": "quantized_engine",
+    "usable_cpus": "usable_cpus",
+    "gpu": "gpu",
+    "torch_version": "torch",
+}
 
 
 class ReportError(ValueError):
@@ -52,13 +65,34 @@ def _read_json(path: Path) -> dict:
             not isinstance(stats.get(k), int | float) for k in ("median", "mean")
         ):
             raise ReportError(f"{path}: benchmark #{i} has no numeric stats (median, mean)")
+    for i, row in enumerate(_outcomes(data)):
+        if not isinstance(row, dict) or row.get("status") not in STATUSES[1:]:
+            raise ReportError(f"{path}: outcome #{i} has no status among {STATUSES[1:]}")
+        if missing := [c for c in CASE_COLUMNS if c not in row]:
+            raise ReportError(f"{path}: outcome #{i} lacks {missing}")
     return data
+
+
+def _outcomes(data: dict) -> list:
+    """Cases a torchgauge run did not measure, with why (absent from other tools' JSON)."""
+    ours = data.get("torchgauge")
+    outcomes = ours.get("outcomes", []) if isinstance(ours, dict) else []
+    return outcomes if isinstance(outcomes, list) else [None]
 
 
 def _rows(path: Path, data: dict) -> Iterable[dict]:
     machine = data.get("machine_info", {}) or {}
     ours = machine.get("torchgauge", {}) or {}
     commit = data.get("commit_info", {}) or {}
+    context = {
+        "source": path.name,
+        "datetime": data.get("datetime"),
+        "commit": (commit.get("id") or "")[:12] or None,
+        "machine": machine.get("node"),
+        **{column: ours.get(key) for column, key in MACHINE_COLUMNS.items()},
+        "python_version": machine.get("python_version"),
+    }
+    context["cpu"] = context["cpu"] or (machine.get("cpu") or {}).get("brand_raw")
     for bench in data["benchmarks"]:
         stats, extra = bench["stats"], bench.get("extra_info", {}) or {}
         row = {
@@ -70,6 +104,8 @@ def _rows(path: Path, data: dict) -> Iterable[dict]:
             rounds=stats.get("rounds"),
             iterations=stats.get("iterations"),
             ops_per_s=stats.get("ops"),
+            case=bench.get("param"),
+            status="passed",
         )
         row.update(extra)
         batch = extra.get("batch_size")
@@ -77,19 +113,12 @@ def _rows(path: Path, data: dict) -> Iterable[dict]:
         row["samples_per_s"] = (
             batch / stats["median"] if isinstance(batch, int) and stats["median"] > 0 else None
         )
-        row.update(
-            source=path.name,
-            datetime=data.get("datetime"),
-            commit=(commit.get("id") or "")[:12] or None,
-            machine=machine.get("node"),
-            cpu=ours.get("cpu_model") or (machine.get("cpu") or {}).get("brand_raw"),
-            gpu=ours.get("gpu"),
-            torch_version=ours.get("torch"),
-            python_version=machine.get("python_version"),
-        )
+        row.update(context)
         if "input_shapes" in row:
             row["input_shapes"] = json.dumps(row["input_shapes"])
         yield row
+    for outcome in _outcomes(data):
+        yield {**outcome, "threads": ours.get("threads"), **context}
 
 
 def collate(paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -116,6 +145,13 @@ def _latency_plot(frame: pd.DataFrame, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    if frame.empty:
+        fig, ax = plt.subplots(figsize=(6, 1.5))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no case was measured", ha="center", va="center")
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        return
     has_cases = _has_cases(frame)
     frame = frame.assign(
         label=frame["model"] + "." + frame["size"] if has_cases else frame["name"],
@@ -151,35 +187,60 @@ def _latency_plot(frame: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def _summary_table(frame: pd.DataFrame) -> pd.DataFrame:
+def _summary_table(measured: pd.DataFrame) -> pd.DataFrame:
     """Median ms per (model, size, device, batch) x backend: the table people read first."""
-    if not _has_cases(frame):
-        return frame[["name", "median_ms"]].set_index("name")
-    table = frame.pivot_table(
+    if measured.empty:
+        return measured
+    if not _has_cases(measured):
+        return measured[["name", "median_ms"]]
+    table = measured.pivot_table(
         index=["model", "size", "device", "batch_size"],
         columns="backend",
         values="median_ms",
         aggfunc="median",
     )
-    return table.round(4)
+    return table.round(4).reset_index()
+
+
+HEADER_COLUMNS = (
+    "machine",
+    "cpu",
+    "cpu_capability",
+    "onednn_bf16",
+    "quantized_engine",
+    "threads",
+    "usable_cpus",
+    "gpu",
+    "torch_version",
+    "commit",
+    "datetime",
+)
 
 
 def _header(frame: pd.DataFrame) -> list[tuple[str, str]]:
+    counts = frame["status"].value_counts()
     facts = [
-        ("benchmarks", str(len(frame))),
+        (
+            "cases",
+            f"{len(frame)} ({', '.join(f'{counts[s]} {s}' for s in STATUSES if s in counts)})",
+        ),
         ("source files", ", ".join(sorted(frame["source"].unique()))),
     ]
-    for column in ("machine", "cpu", "gpu", "torch_version", "threads", "commit", "datetime"):
+    for column in HEADER_COLUMNS:
         if column in frame.columns:
             values = sorted({str(v) for v in frame[column].dropna()})
             facts.append((column, ", ".join(values) if values else "n/a"))
     return facts
 
 
-def _parity_failures(frame: pd.DataFrame) -> pd.DataFrame:
-    if "parity_ok" not in frame.columns:
-        return frame.iloc[0:0]
-    return frame[frame["parity_ok"] == False]  # noqa: E712  (NaN, from other tools, is not a failure)
+def _parity_failures(measured: pd.DataFrame) -> pd.DataFrame:
+    if "parity_ok" not in measured.columns:
+        return measured.iloc[0:0]
+    return measured[measured["parity_ok"] == False]  # noqa: E712  (NaN, from other tools, is fine)
+
+
+def _columns(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+    return frame[[c for c in columns if c in frame.columns]]
 
 
 DETAIL_COLUMNS = [
@@ -193,58 +254,69 @@ DETAIL_COLUMNS = [
     "parity_max_abs_diff",
     "parity_ok",
 ]
+FAILURE_COLUMNS = [*CASE_COLUMNS, "status", "error_type", "signal", "reason"]
+SKIP_COLUMNS = [*CASE_COLUMNS, "reason"]
+
+
+def _sections(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame | None]]:
+    """The report's parts in reading order: (title, table), or (alt text, None) for the plot.
+    A part with nothing to show is left out."""
+    measured = frame[frame["status"] == "passed"]
+    failed = frame[frame["status"].isin(["error", "crashed", "timeout"])]
+    skipped = frame[frame["status"] == "skipped"]
+    details = _columns(measured, DETAIL_COLUMNS)
+    sections = [
+        ("Median latency (ms) by backend", _summary_table(measured)),
+        ("Failed, crashed or timed-out cases", _columns(failed, FAILURE_COLUMNS)),
+        ("Not measured on this machine", _columns(skipped, SKIP_COLUMNS)),
+        ("Backends outside their parity tolerance", details.loc[_parity_failures(measured).index]),
+        ("median latency by model and backend", None),
+        ("All measured benchmarks", details),
+    ]
+    return [(title, table) for title, table in sections if table is None or len(table)]
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``path`` so that readers see the old file or the whole new one, never a part."""
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}-", delete=False
+    ) as f:
+        f.write(text)
+    os.replace(f.name, path)
 
 
 def write_report(frame: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
     """Write every output into ``out_dir``; each appears whole or not at all (temp + rename)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summary = _summary_table(frame)
-    details = frame[[c for c in DETAIL_COLUMNS if c in frame.columns]]
-    failures = _parity_failures(frame)
-    header = _header(frame)
+    header, sections = _header(frame), _sections(frame)
 
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".report-") as staging:
         staged = Path(staging)
         frame.to_csv(staged / "results.csv", index=False)
-        _latency_plot(frame, staged / "latency.png")
+        _latency_plot(frame[frame["status"] == "passed"], staged / "latency.png")
+        png = base64.b64encode((staged / "latency.png").read_bytes()).decode()
 
         md = ["# torchgauge benchmark report", ""]
         md += [f"- **{key}**: {value}" for key, value in header]
-        md += [
-            "",
-            "## Median latency (ms) by backend",
-            "",
-            summary.reset_index().to_markdown(index=False),
-            "",
-        ]
-        if len(failures):
-            md += [
-                "## Backends outside their parity tolerance",
-                "",
-                failures[details.columns].to_markdown(index=False),
-                "",
-            ]
-        md += ["![median latency by model and backend](latency.png)", "", "## All benchmarks", ""]
-        md += [details.to_markdown(index=False, floatfmt=".6g"), ""]
-        (staged / "report.md").write_text("\n".join(md))
-
-        png = base64.b64encode((staged / "latency.png").read_bytes()).decode()
-        items = "".join(f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in header)
-        parity = (
-            "<h2>Backends outside their parity tolerance</h2>"
-            + failures[details.columns].to_html(index=False)
-            if len(failures)
-            else ""
-        )
+        body = ["<h1>torchgauge benchmark report</h1><ul>"]
+        body += [f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in header]
+        body.append("</ul>")
+        for title, table in sections:
+            if table is None:
+                md += ["", f"![{title}](latency.png)"]
+                body.append(f"<img alt='{title}' src='data:image/png;base64,{png}'>")
+            else:
+                shown = table.astype(object).where(table.notna(), None)  # blank, not "nan"
+                md += ["", f"## {title}", "", shown.to_markdown(index=False, floatfmt=".6g")]
+                body.append(f"<h2>{html.escape(title)}</h2>{table.to_html(index=False, na_rep='')}")
+        (staged / "report.md").write_text("\n".join([*md, ""]))
         (staged / "report.html").write_text(
             "<!doctype html><html><head><meta charset='utf-8'><title>torchgauge report</title>"
             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
             "td,th{border:1px solid #ccc;padding:2px 6px;text-align:right}</style></head><body>"
-            f"<h1>torchgauge benchmark report</h1><ul>{items}</ul>"
-            f"<h2>Median latency (ms) by backend</h2>{summary.to_html()}{parity}"
-            f"<img alt='median latency by model and backend' src='data:image/png;base64,{png}'>"
-            f"<h2>All benchmarks</h2>{details.to_html(index=False)}</body></html>"
+            + "".join(body)
+            + "</body></html>"
         )
         written = {}
         for name in OUTPUT_FILES:

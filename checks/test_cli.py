@@ -13,23 +13,9 @@ import pytest
 import torch
 
 from bench.report import OUTPUT_FILES, ReportError, collate
+from checks.commands import REPO, snapshot, torchgauge
 from impl import list_models
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def torchgauge(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "bench", *args], cwd=cwd, capture_output=True, text=True, timeout=600
-    )
-
-
-def snapshot(directory: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(directory)): p.read_bytes()
-        for p in sorted(directory.rglob("*"))
-        if p.is_file()
-    }
+from impl.machine import ONEDNN_BF16
 
 
 @pytest.fixture(scope="module")
@@ -176,6 +162,16 @@ def test_run_on_cuda_without_cuda_fails_before_writing(tmp_path: Path) -> None:
     assert not (tmp_path / "runs").exists()
 
 
+def test_machine_prints_what_every_run_records(tmp_path: Path) -> None:
+    result = torchgauge("machine", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    facts = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+    assert facts["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert facts["onednn_bf16"] == str(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    assert facts["quantized_engine"] == torch.backends.quantized.engine
+    assert int(facts["usable_cpus"]) <= int(facts["cpu_count"])
+
+
 def test_list_prints_every_registered_model(tmp_path: Path) -> None:
     result = torchgauge("list", cwd=tmp_path)
     assert result.returncode == 0
@@ -200,9 +196,21 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = list(runs.iterdir())  # no partial directory left behind
-    assert sorted(p.name for p in run.iterdir()) == sorted([*OUTPUT_FILES, "benchmark.json"])
+    (run,) = list(runs.iterdir())
+    assert sorted(p.name for p in run.iterdir()) == sorted(
+        [*OUTPUT_FILES, "benchmark.json", "run.json", "journal.jsonl", "worker.log"]
+    )
+    assert json.loads((run / "run.json").read_text())["state"] == "complete"
     frame = pd.read_csv(run / "results.csv")
+    assert (frame["status"] == "passed").all()
+    # what the numbers depend on is recorded with every row
+    assert frame["cpu_capability"].unique().tolist() == [torch.backends.cpu.get_cpu_capability()]
+    assert frame["onednn_bf16"].unique().tolist() == [ONEDNN_BF16.available]
+    assert frame["quantized_engine"].notna().all() and frame["threads"].notna().all()
+    assert (
+        f"**cpu_capability**: {torch.backends.cpu.get_cpu_capability()}"
+        in (run / "report.md").read_text()
+    )
     assert sorted(zip(frame["backend"], frame["batch_size"], strict=True)) == [
         ("eager", 1),
         ("eager", 32),

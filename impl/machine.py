@@ -21,9 +21,6 @@ from typing import Any
 
 import torch
 
-# Quantised engines in order of preference; torch picks "x86" by default where it is built in.
-INT8_ENGINES = ("x86", "fbgemm", "onednn", "qnnpack")
-
 
 @dataclass(frozen=True)
 class Feature:
@@ -58,10 +55,9 @@ def onednn_bf16_supported() -> bool:
     return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
-def int8_engine() -> str | None:
-    """The quantised engine to use here: the first of ``INT8_ENGINES`` this build supports."""
-    supported = torch.backends.quantized.supported_engines
-    return next((engine for engine in INT8_ENGINES if engine in supported), None)
+def int8_engine() -> str:
+    """The quantised engine in effect: torch picks "x86" on x86 builds, "qnnpack" on Arm."""
+    return torch.backends.quantized.engine
 
 
 def usable_cpus() -> int:
@@ -96,10 +92,10 @@ ONEDNN_BF16 = Feature(
 INT8_ENGINE = Feature(
     name="int8_engine",
     device="cpu",
-    description=f"a quantised CPU engine, one of {', '.join(INT8_ENGINES)}",
-    probe=lambda: int8_engine() is not None,
+    description="a quantised CPU engine (x86, fbgemm, onednn or qnnpack)",
+    probe=lambda: int8_engine() != "none",
     reported=lambda: (
-        "torch.backends.quantized.supported_engines is "
+        f"torch.backends.quantized.engine is {int8_engine()!r}, supported engines are "
         f"{torch.backends.quantized.supported_engines}"
     ),
 )
