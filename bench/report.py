@@ -33,6 +33,17 @@ LEADING_COLUMNS = [
     "ops_per_s",
     "samples_per_s",
 ]
+INTEGER_COLUMNS = (
+    "batch_size",
+    "rounds",
+    "iterations",
+    "params",
+    "flops",
+    "threads",
+    "warmup_calls",
+    "usable_cpus",
+    "exit_code",
+)
 OUTPUT_FILES = ("results.csv", "report.md", "report.html", "latency.png")
 # machine facts recorded by every torchgauge run (``impl.machine.machine_info``), as columns
 MACHINE_COLUMNS = {
@@ -129,6 +140,9 @@ def collate(paths: Iterable[str | Path]) -> pd.DataFrame:
     frame = pd.DataFrame([row for path, data in loaded for row in _rows(path, data)])
     if frame.empty:
         raise ReportError(f"no benchmarks in {', '.join(str(p) for p, _ in loaded)}")
+    # counts stay integers where unmeasured rows leave gaps (pandas would make them floats)
+    counts = [c for c in INTEGER_COLUMNS if c in frame.columns]
+    frame[counts] = frame[counts].astype("Int64")
     leading = [c for c in LEADING_COLUMNS if c in frame.columns]
     return frame[leading + [c for c in frame.columns if c not in leading]]
 
