@@ -88,10 +88,11 @@ def test_a_case_that_raises_hangs_or_aborts_is_a_row_and_the_run_goes_on(tmp_pat
     assert len(raw["benchmarks"]) == 3 and len(raw["torchgauge"]["outcomes"]) == 4
 
 
-def _results_in(journal: Path) -> int:
-    if not journal.exists():
-        return 0
-    return sum(r["record"] == "result" for r in Journal(journal))
+def _inside_a_case_after(journal: Path, results: int) -> bool:
+    """At least ``results`` results are journaled and a worker has started its next case."""
+    records = list(Journal(journal)) if journal.exists() else []
+    done = sum(r["record"] == "result" for r in records)
+    return done >= results and records[-1]["record"] == "start"
 
 
 def _processes_mentioning(text: str) -> list[int]:
@@ -123,25 +124,24 @@ def test_a_run_killed_with_sigkill_resumes_to_the_outputs_of_an_uninterrupted_ru
     )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and supervisor.poll() is None:
-        if (
-            runs.exists()
-            and any(runs.iterdir())
-            and _results_in(run_dir_of(runs) / "journal.jsonl") >= 2
-        ):
+        started = runs.exists() and any(runs.iterdir())
+        if started and _inside_a_case_after(run_dir_of(runs) / "journal.jsonl", results=2):
             break
-        time.sleep(0.05)
-    supervisor.kill()  # SIGKILL: no handler runs
+        time.sleep(0.02)
+    supervisor.kill()  # SIGKILL, while its worker is inside a case: no handler runs
     supervisor.wait()
     run = run_dir_of(runs)
     done_before = {r["case"] for r in Journal(run / "journal.jsonl") if r["record"] == "result"}
     before = len(done_before)
     assert 2 <= before < 6, f"the kill came at {before} of 6 results: not mid-run"
-    assert not (run / "results.csv").exists()
-    # its worker went with it (no orphan goes on timing and writing the journal)
+    # the worker went with its supervisor: no orphan goes on timing and writing the journal
     deadline = time.monotonic() + 10
     while _processes_mentioning(str(run)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _processes_mentioning(str(run))
+    time.sleep(1)
+    assert sum(r["record"] == "result" for r in Journal(run / "journal.jsonl")) == before
+    assert not (run / "results.csv").exists()
 
     resumed = torchgauge("run", "--resume", str(run), cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
