@@ -22,9 +22,10 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bench.cases import BenchCase
+if TYPE_CHECKING:  # the report reads journals and JSON without loading torch
+    from bench.cases import BenchCase
 
 STATUSES = ("passed", "skipped", "error", "crashed", "timeout")
 FAILED = frozenset({"error", "crashed", "timeout"})  # a run with any of these exits with 1

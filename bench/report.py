@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.journal import FAILED, STATUSES
+
 STAT_COLUMNS = ("median", "iqr", "mean", "stddev", "min", "max", "q1", "q3")
 CASE_COLUMNS = ["model", "size", "backend", "device", "batch_size"]
-STATUSES = ("passed", "skipped", "error", "crashed", "timeout")  # bench.journal's
 LEADING_COLUMNS = [
     *CASE_COLUMNS,
     "status",
@@ -76,6 +77,8 @@ def _read_json(path: Path) -> dict:
             not isinstance(stats.get(k), int | float) for k in ("median", "mean")
         ):
             raise ReportError(f"{path}: benchmark #{i} has no numeric stats (median, mean)")
+    if not isinstance(_outcomes(data), list):
+        raise ReportError(f"{path}: 'torchgauge.outcomes' is not a list")
     for i, row in enumerate(_outcomes(data)):
         if not isinstance(row, dict) or row.get("status") not in STATUSES[1:]:
             raise ReportError(f"{path}: outcome #{i} has no status among {STATUSES[1:]}")
@@ -87,8 +90,7 @@ def _read_json(path: Path) -> dict:
 def _outcomes(data: dict) -> list:
     """Cases a torchgauge run did not measure, with why (absent from other tools' JSON)."""
     ours = data.get("torchgauge")
-    outcomes = ours.get("outcomes", []) if isinstance(ours, dict) else []
-    return outcomes if isinstance(outcomes, list) else [None]
+    return ours.get("outcomes", []) if isinstance(ours, dict) else []
 
 
 def _rows(path: Path, data: dict) -> Iterable[dict]:
@@ -276,7 +278,7 @@ def _sections(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame | None]]:
     """The report's parts in reading order: (title, table), or (alt text, None) for the plot.
     A part with nothing to show is left out."""
     measured = frame[frame["status"] == "passed"]
-    failed = frame[frame["status"].isin(["error", "crashed", "timeout"])]
+    failed = frame[frame["status"].isin(FAILED)]
     skipped = frame[frame["status"] == "skipped"]
     details = _columns(measured, DETAIL_COLUMNS)
     sections = [

@@ -50,6 +50,7 @@ RUN_FORMAT = 1
 BENCH_DIR = Path(bench.__file__).parent
 POLL_S = 0.1  # how often the supervisor reads the journal and checks its worker
 DEFAULT_CASE_TIMEOUT_S = 300.0
+OUTPUTS = (*OUTPUT_FILES, "benchmark.json")  # what a complete run adds to its directory
 
 
 class RunError(Exception):
@@ -400,6 +401,3 @@ def finish(run: RunDir) -> None:
     write_report(collate([raw]), run.path)
     run.meta["state"] = "complete"
     run.save()
-
-
-OUTPUTS = (*OUTPUT_FILES, "benchmark.json")

@@ -107,6 +107,14 @@ CORRUPT_FILES = {
     "list.json": ("[1, 2]", "not a pytest-benchmark JSON file"),
     "no_stats.json": ('{"benchmarks": [{"name": "x"}]}', "has no numeric stats"),
     "binary.json": ("\udcff", "not valid JSON"),
+    "bad_outcome.json": (
+        '{"benchmarks": [], "torchgauge": {"outcomes": [{"status": "exploded"}]}}',
+        "outcome #0 has no status among",
+    ),
+    "outcome_without_case.json": (
+        '{"benchmarks": [], "torchgauge": {"outcomes": [{"status": "error"}]}}',
+        "outcome #0 lacks",
+    ),
 }
 
 
