@@ -109,11 +109,12 @@ class RunDir:
             meta = json.loads(meta_path.read_text())
             if meta.get("format") != RUN_FORMAT:
                 raise ValueError(f"format {meta.get('format')!r}, expected {RUN_FORMAT}")
-            [BenchCase(**case) for case in meta["cases"]]
-            RunSettings(**{**meta["settings"], "timing": tuple(meta["settings"]["timing"])})
+            run = cls(path, meta)
+            if not run.cases or run.settings.threads < 1:  # both parse, and make sense
+                raise ValueError("no cases or no threads")
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise RunError(f"{meta_path}: not a usable run description ({error})") from None
-        return cls(path, meta)
+        return run
 
     @property
     def cases(self) -> list[BenchCase]:

@@ -261,3 +261,24 @@ def test_plain_pytest_benchmark_json_lists_the_cases_skipped_here(tmp_path: Path
     assert frame.loc["eager", "status"] == "passed"
     assert frame.loc["torchscript", "status"] == "skipped"
     assert frame.loc["torchscript", "reason"].startswith("needs teleporter (a device that")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "is not a torchgauge run directory (no run.json)"),
+        ("{not json", "run.json: not a usable run description"),
+        ('{"format": 99}', "run.json: not a usable run description (format 99, expected 1)"),
+    ],
+)
+def test_resume_of_what_is_not_a_run_is_one_line_exit_2(
+    content: str | None, message: str, tmp_path: Path
+) -> None:
+    if content is not None:
+        (tmp_path / "run.json").write_text(content)
+    before = sorted(tmp_path.iterdir())
+    result = torchgauge("run", "--resume", str(tmp_path), cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("torchgauge: error: ") and message in lines[0]
+    assert sorted(tmp_path.iterdir()) == before
