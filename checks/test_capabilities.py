@@ -20,14 +20,15 @@ from impl.backends import get_backend, list_backends
 from impl.machine import Feature
 
 
-def _case(name: str, cap: Cap, *extra: str, device: str = "cpu"):
-    """A pytest param for (name, *extra), marked with the capability; skipped, with a reason that
-    names the feature, where this machine lacks one the capability needs; xfail if known to fail."""
+def _case(name: str, cap: Cap, *extra: str):
+    """A pytest param for (name, *extra) on the CPU, marked with the capability; skipped, with a
+    reason that names the feature, where this machine lacks one the capability needs; xfail if
+    known to fail."""
     spec = get_spec(name)
     marks = [getattr(pytest.mark, cap.value)] if cap in (Cap.ONNX, Cap.TORCHSCRIPT) else []
     if cap == Cap.ONNX:
         marks.append(pytest.mark.slow)  # the export takes seconds
-    if missing := spec.missing_reason(cap, device):
+    if missing := spec.missing_reason(cap, "cpu"):
         marks.append(pytest.mark.skip(reason=missing))
     if cap in spec.known_failures:
         marks.append(pytest.mark.xfail(reason=spec.known_failures[cap], strict=True))
