@@ -10,6 +10,7 @@ from torch import nn
 
 from impl import get_spec
 from impl.techniques.focal_loss import sigmoid_focal_loss
+from impl.techniques.quantization import quantize_static_int8, sqnr_db
 
 
 class CurriculumTransformerQ31(nn.Module):
@@ -48,6 +49,27 @@ class CurriculumLSTMQ46(nn.Module):
     def forward(self, x):
         out, _ = self.lstm(self.embedding(x))
         return self.fc(out[:, -1, :])
+
+
+class CurriculumSimpleModelQ92(torch.nn.Module):
+    """002 Q92 as written: one Linear(10, 1), and no QuantStub or DeQuantStub around it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(10, 1)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def curriculum_static_quantization_q92(model, data):
+    """002 Q75, Q83, Q92 as written: qconfig, prepare, calibrate (Q92's 10 passes), convert."""
+    model.qconfig = torch.quantization.get_default_qconfig("fbgemm")
+    model_prepared = torch.quantization.prepare(model)
+    with torch.no_grad():
+        for _ in range(10):
+            model_prepared(data)
+    return torch.quantization.convert(model_prepared)
 
 
 def curriculum_focal_loss_q29(logits, targets, alpha=0.25, gamma=2.0):
@@ -100,3 +122,22 @@ def test_q29_focal_loss_ignores_hard_negatives_and_ours_does_not() -> None:
         torch.testing.assert_close(
             curriculum_focal_loss_q29(logit, positive), sigmoid_focal_loss(logit, positive)
         )
+
+
+@pytest.mark.filterwarnings("ignore:Please use quant_min and quant_max:UserWarning")
+def test_q92_static_quantization_rejects_float_input_and_ours_does_not() -> None:
+    """Catalog B15: without QuantStub the converted quantized.Linear is handed a float tensor and
+    raises; with the stubs the same model takes and returns float. The model is put in eval, which
+    the curriculum forgets too, so only the missing stubs are on trial."""
+    torch.manual_seed(0)
+    data = torch.randn(100, 10)
+    model = CurriculumSimpleModelQ92().eval()
+    ours = quantize_static_int8(model, [(data,)])  # first: it leaves ``model`` untouched
+    seed_quantized = curriculum_static_quantization_q92(model, data)
+    assert type(seed_quantized.fc) is torch.ao.nn.quantized.Linear
+    with pytest.raises(NotImplementedError, match="quantized::linear"):
+        seed_quantized(data)
+    with torch.no_grad():
+        out = ours(data)
+        assert out.dtype == torch.float32 and out.shape == (100, 1)
+        assert sqnr_db(model(data), out) >= 25.0

@@ -28,12 +28,16 @@ class Cap(StrEnum):
     TORCHSCRIPT = "torchscript"  # torch.jit.script, save and load
     ONNX = "onnx"  # torch.onnx.export (dynamo) and onnxruntime
     QUANT_DYNAMIC = "quant_dynamic"  # torch.ao.quantization.quantize_dynamic on Linear/LSTM
+    QUANT_STATIC = "quant_static"  # eager post-training static int8: stubs, calibrate, convert
     AMP = "amp"  # torch.autocast forward (bfloat16 on CPU, float16 on CUDA)
 
 
 # What a capability needs of the machine on every model, and what a device needs; a model adds its
 # own needs in ``ModelSpec.needs``.
-CAP_NEEDS: Mapping[Cap, tuple[Feature, ...]] = {Cap.QUANT_DYNAMIC: (INT8_ENGINE,)}
+CAP_NEEDS: Mapping[Cap, tuple[Feature, ...]] = {
+    Cap.QUANT_DYNAMIC: (INT8_ENGINE,),
+    Cap.QUANT_STATIC: (INT8_ENGINE,),
+}
 DEVICE_NEEDS: Mapping[str, tuple[Feature, ...]] = {"cuda": (CUDA,)}
 
 
@@ -84,11 +88,19 @@ class ModelSpec:
     # text models: inputs are token ids right-padded with cfg.pad_token, and padding must not matter
     padded_sequences: bool = False
     full_params: int | None = None  # parameter count of "full", from the curriculum or by hand
+    # the size ``torchgauge run --quick`` measures: "full" unless full is too heavy for minutes
+    # on a 2-core CPU (then a smaller named size; the full one is measured by a full run)
+    quick_size: str = "full"
 
     @property
     def builtin(self) -> bool:
         """Registered by ``impl.models`` rather than by a plugin."""
         return self.build.__module__.startswith("impl.models.")
+
+    @property
+    def classifier(self) -> bool:
+        """Outputs class logits (B, K), so top-1 agreement and accuracy apply."""
+        return self.output_shape is class_logits_shape
 
     def supports(self, cap: Cap) -> bool:
         """Declared and not known to fail (on any machine; see ``missing`` for this one)."""
@@ -148,7 +160,9 @@ def register_model(
         name = builder.__name__
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is registered twice")
-        missing = {"tiny", "full"} - set(spec_fields.get("sizes", {}))
+        missing = {"tiny", "full", spec_fields.get("quick_size", "full")} - set(
+            spec_fields.get("sizes", {})
+        )
         if missing:
             raise ValueError(f"model {name!r} lacks sizes {sorted(missing)}")
         summary = (builder.__doc__ or "").strip().splitlines()[0] if builder.__doc__ else ""

@@ -83,7 +83,7 @@ def _example_inputs(cfg: CNNConfig, batch_size: int, generator: torch.Generator)
     sizes=SIZES,
     example_inputs=_example_inputs,
     output_shape=class_logits_shape,
-    caps={Cap.TORCHSCRIPT, Cap.ONNX, Cap.QUANT_DYNAMIC, Cap.AMP},
+    caps={Cap.TORCHSCRIPT, Cap.ONNX, Cap.QUANT_DYNAMIC, Cap.QUANT_STATIC, Cap.AMP},
     full_params=545_098,  # catalog: measured on the curriculum's own class
 )
 def cifar_cnn_2conv(cfg: CNNConfig) -> CifarCNN:
