@@ -1,9 +1,13 @@
 """Inference latency per model x size x device x backend x batch size (generated; see conftest).
 
-Each benchmark times one forward call on inputs already on the device and already converted to
-the backend's format. On CUDA every call ends with ``torch.cuda.synchronize()`` so the timer sees
-the kernels finish. ``extra_info`` carries what a report needs to read the number correctly,
-including the backend's parity with eager on the same inputs: a fast but wrong backend shows.
+One benchmark body serves three kinds, so that every backend goes through the same pipeline:
+``inference`` (eager, TorchScript, ONNX Runtime), ``quantised`` (the int8 backends) and
+``compile`` (``torch.compile``). Each times one forward call on inputs already on the device and
+already converted to the backend's format. On CUDA every call ends with
+``torch.cuda.synchronize()`` so the timer sees the kernels finish. ``extra_info`` carries what a
+report needs to read the number correctly: the backend's parity with eager on the same inputs (a
+fast but wrong backend shows), its output quality and size against float32 on a fixed batch, FLOPs
+and peak memory.
 """
 
 from __future__ import annotations
@@ -12,8 +16,11 @@ import torch
 
 from bench.cases import BenchCase
 from bench.measure import synchronized
+from bench.profiling import peak_memory
 from impl import count_parameters, get_spec
 from impl.backends import get_backend
+
+KINDS = ("inference", "quantised", "compile")
 
 
 def bench_inference(
@@ -31,9 +38,11 @@ def bench_inference(
         reference = model(*inputs)
     output = runner.to_torch(run(native))
     max_abs_diff = float((output.float().cpu() - reference.float().cpu()).abs().max())
+    peak_bytes, memory_source = peak_memory(lambda: run(native), case.device)
 
     benchmark.group = case.group
     benchmark.extra_info.update(
+        kind=case.kind,
         model=case.model,
         size=case.size,
         family=spec.family,
@@ -41,14 +50,19 @@ def bench_inference(
         backend=case.backend,
         device=case.device,
         batch_size=case.batch_size,
-        dtype=str(reference.dtype).removeprefix("torch."),
+        phase=case.phase,
+        precision=case.precision,
         input_shapes=[list(x.shape) for x in inputs],
         params=count_parameters(model),
         flops=prepared_models.flops(case.model, case.size, case.device, inputs),
         parity_max_abs_diff=max_abs_diff,
-        parity_ok=backend.parity_ok(max_abs_diff, reference),
+        parity_ok=backend.parity_ok(output.cpu(), reference.cpu()),
+        peak_memory_bytes=peak_bytes,
+        memory_source=memory_source,
         threads=bench_threads,
         inputs_on_device=True,
+        **prepared_models.quality(case.model, case.size, case.device, case.backend),
+        **runner.info,
     )
     if not benchmark.disabled:
         warmup = request.config.getoption("--bench-warmup")

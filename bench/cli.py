@@ -2,7 +2,8 @@
 
     torchgauge list [--plugin MODULE]
     torchgauge machine
-    torchgauge run [--models NAMES] [--device cpu|cuda] [--quick] [--out DIR] [--plugin MODULE]
+    torchgauge run [--kinds KINDS] [--models NAMES] [--device cpu|cuda] [--quick] [--out DIR]
+                   [--plugin MODULE]
     torchgauge run --resume RUN_DIR
     torchgauge report FILES... [--out DIR]
 
@@ -23,7 +24,15 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench.cases import DEFAULT_BATCH_SIZES, BenchConfigError, bench_cases, split_names
+from bench.cases import (
+    DEFAULT_BATCH_SIZES,
+    DEFAULT_KINDS,
+    KINDS,
+    BenchConfigError,
+    bench_cases,
+    split_names,
+)
+from bench.measure import matmul_peaks
 from bench.report import OUTPUT_FILES, ReportError, collate, write_report
 from bench.runner import (
     DEFAULT_CASE_TIMEOUT_S,
@@ -45,6 +54,7 @@ QUICK_OPTIONS = ("--benchmark-max-time=0.1", "--benchmark-min-rounds=5", "--benc
 FULL_OPTIONS = ("--benchmark-max-time=1.0", "--benchmark-min-rounds=30", "--bench-warmup=10")
 # ``run`` options that choose what to run; a resumed run keeps what it started with
 SELECTION_OPTIONS = (
+    "kinds",
     "models",
     "device",
     "backends",
@@ -90,6 +100,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     for name in list_models():
         spec = get_spec(name)
         backends = [b for b in list_backends() if spec.supports(get_backend(b).requires)]
+        kinds = [
+            kind.name
+            for kind in KINDS.values()
+            if any(b in backends for b in kind.backends())
+            and (kind.requires is None or spec.supports(kind.requires))
+        ]
         rows.append(
             (
                 name,
@@ -98,10 +114,20 @@ def cmd_list(args: argparse.Namespace) -> int:
                 f"{spec.full_params:,}" if spec.full_params else "-",
                 ",".join(sorted(spec.sizes)),
                 ",".join(backends),
+                ",".join(kinds),
                 spec.summary,
             )
         )
-    header = ("model", "family", "curriculum", "full params", "sizes", "backends", "summary")
+    header = (
+        "model",
+        "family",
+        "curriculum",
+        "full params",
+        "sizes",
+        "backends",
+        "kinds",
+        "summary",
+    )
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
     for row in [header, *rows]:
         print(
@@ -119,11 +145,15 @@ def cmd_machine(args: argparse.Namespace) -> int:
     return 0
 
 
-def _benchmark_machine_info(threads: int) -> dict:
-    """pytest-benchmark's machine_info, with ours under "torchgauge" as its hook adds it."""
+def _benchmark_machine_info(threads: int, device: str | None = None) -> dict:
+    """pytest-benchmark's machine_info, with ours under "torchgauge" as its hook adds it; with a
+    device, also that device's matmul peak (measured now, a second or two)."""
     from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
 
-    return {**pytest_benchmark_generate_machine_info(), "torchgauge": machine_info(threads)}
+    ours = machine_info(threads)
+    if device is not None:
+        ours["matmul_peak_gflops"] = matmul_peaks([device], threads)
+    return {**pytest_benchmark_generate_machine_info(), "torchgauge": ours}
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -141,15 +171,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         cases = bench_cases(
             models=split_names(args.models),
-            sizes=split_names(args.sizes) or ["full"],
+            sizes=split_names(args.sizes) or (None if args.quick else ["full"]),
             devices=[device],
             backends=split_names(args.backends),
             batch_sizes=batch_sizes,
+            kinds=split_names(args.kinds),
+            quick=args.quick,
         )
     except BenchConfigError as error:
         raise UsageError(str(error)) from None
     if not cases:
-        raise UsageError("the selection has no benchmark cases (no model supports those backends)")
+        raise UsageError(
+            "the selection has no benchmark cases (no model supports those kinds and backends)"
+        )
     settings = RunSettings(
         device=device,
         threads=args.threads or usable_cpus(),
@@ -165,7 +199,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         out / new_run_id(device, out),
         cases,
         settings,
-        machine=_benchmark_machine_info(settings.threads),
+        machine=_benchmark_machine_info(settings.threads, device),
         commit=get_commit_info(),
     )
     skipped = sum(case.skip is not None for case in cases)
@@ -270,6 +304,10 @@ def build_parser() -> argparse.ArgumentParser:
         "run", parents=[plugins], help="run the benchmarks and write a report"
     )
     run.add_argument(
+        "--kinds",
+        help=f"comma-separated, from {', '.join(KINDS)} (default: {','.join(DEFAULT_KINDS)})",
+    )
+    run.add_argument(
         "--models", help="comma-separated model names (default: every registered model)"
     )
     run.add_argument("--device", choices=["cpu", "cuda"], help="default: cpu")
@@ -287,7 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="intra-op threads for torch and onnxruntime (default: the CPUs this process may use)",
     )
     run.add_argument(
-        "--quick", action="store_true", help="short timing (0.1 s, >= 5 rounds per benchmark)"
+        "--quick",
+        action="store_true",
+        help="short timing (0.1 s, >= 5 rounds per benchmark); each model at its quick size, and "
+        "training, amp and profile at the largest batch only",
     )
     run.add_argument(
         "--case-timeout",

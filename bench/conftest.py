@@ -1,19 +1,25 @@
 """pytest-benchmark wiring: options, the case matrix from the registry, and machine info.
 
-Plain ``pytest bench/ --benchmark-only --benchmark-json=out.json`` benchmarks every case;
-``--bench-models``, ``--bench-sizes``, ``--bench-devices``, ``--bench-backends`` and
-``--bench-batch-sizes`` narrow it; ``--bench-cases`` picks cases by id (what ``torchgauge run``'s
-workers do). With ``--benchmark-disable`` each body runs once (smoke test). A case that cannot
-run on this machine is skipped with its reason, and listed in the JSON (``torchgauge.outcomes``).
+Plain ``pytest bench/ --benchmark-only --benchmark-json=out.json`` benchmarks every case of the
+default kinds; ``--bench-kinds``, ``--bench-models``, ``--bench-sizes``, ``--bench-devices``,
+``--bench-backends`` and ``--bench-batch-sizes`` narrow it; ``--bench-cases`` picks cases by id
+(what ``torchgauge run``'s workers do). Each ``bench_*.py`` module names the kinds its body
+measures (``KINDS``) and gets their cases. With ``--benchmark-disable`` each body runs once (smoke
+test). A case that cannot run on this machine is skipped with its reason, and listed in the JSON
+(``torchgauge.outcomes``). The JSON's machine info includes this machine's measured matmul peak
+per device and precision, the base of each row's % of peak.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from bench.cases import BenchCase, BenchConfigError, bench_cases, split_names
+from bench.cases import KINDS, BenchCase, BenchConfigError, bench_cases, split_names
 from bench.journal import outcome
+from bench.measure import matmul_peaks
 from bench.prepared import PreparedModels
 from impl import machine
 
@@ -22,6 +28,10 @@ DEFAULT_THREADS = machine.usable_cpus()
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("torchgauge", "torchgauge benchmark selection")
+    group.addoption(
+        "--bench-kinds",
+        help=f"comma-separated, from {', '.join(KINDS)} (default: all but compile)",
+    )
     group.addoption("--bench-models", help="comma-separated model names (default: all registered)")
     group.addoption("--bench-sizes", default="full", help="comma-separated sizes (default: full)")
     group.addoption("--bench-devices", help="cpu,cuda (default: cpu, plus cuda when available)")
@@ -37,6 +47,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--bench-warmup", type=int, default=10, help="untimed calls before timing (default: 10)"
     )
     group.addoption("--bench-cases", help="comma-separated case ids: run only these")
+    group.addoption(
+        "--bench-trace-dir",
+        help="where the profile kind writes TensorBoard traces, a subdirectory per case "
+        "(default: a temporary directory)",
+    )
 
 
 def _selected_cases(config: pytest.Config) -> list[BenchCase]:
@@ -48,6 +63,7 @@ def _selected_cases(config: pytest.Config) -> list[BenchCase]:
             devices=split_names(config.getoption("--bench-devices")),
             backends=split_names(config.getoption("--bench-backends")),
             batch_sizes=batch_sizes,
+            kinds=split_names(config.getoption("--bench-kinds")),
         )
     except (BenchConfigError, ValueError) as error:
         raise pytest.UsageError(f"torchgauge: {error}") from None
@@ -67,7 +83,9 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Each benchmark module gets the selected cases of the kinds it declares in ``KINDS``."""
     if "case" in metafunc.fixturenames:
+        kinds = metafunc.module.KINDS
         metafunc.parametrize(
             "case",
             [
@@ -75,8 +93,24 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                 if case.skip
                 else pytest.param(case, id=case.id)
                 for case in _selected_cases(metafunc.config)
+                if case.kind in kinds
             ],
         )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A benchmark module none of whose kinds is selected has no cases: deselect its placeholder
+    (pytest would report it as a skip named "got empty parameter set")."""
+    empty = [
+        item
+        for item in items
+        if hasattr(item, "callspec")
+        and "case" in item.callspec.params
+        and not isinstance(item.callspec.params["case"], BenchCase)
+    ]
+    if empty:
+        config.hook.pytest_deselected(items=empty)
+        items[:] = [item for item in items if item not in empty]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -94,9 +128,21 @@ def prepared_models(tmp_path_factory: pytest.TempPathFactory, bench_threads: int
     return PreparedModels(tmp_path_factory.mktemp("artifacts"), bench_threads)
 
 
+@pytest.fixture(scope="session")
+def trace_dir(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    chosen = request.config.getoption("--bench-trace-dir")
+    return Path(chosen) if chosen else tmp_path_factory.mktemp("traces")
+
+
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
-    """Record what the numbers depend on: CPU capability, bf16, int8 engine, threads, GPU."""
-    machine_info["torchgauge"] = machine.machine_info(config.getoption("--bench-threads"))
+    """Record what the numbers depend on: CPU capability, bf16, int8 engine, threads, GPU, and
+    the matmul peak of each selected device (measured once, here)."""
+    threads = config.getoption("--bench-threads")
+    devices = sorted({case.device for case in _selected_cases(config)})
+    machine_info["torchgauge"] = {
+        **machine.machine_info(threads),
+        "matmul_peak_gflops": matmul_peaks(devices, threads),
+    }
 
 
 def pytest_benchmark_update_json(config: pytest.Config, benchmarks, output_json: dict) -> None:

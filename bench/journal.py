@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the report reads journals and JSON without loading torch
     from bench.cases import BenchCase
 
+# what tells one benchmark case from another: the fields of ``bench.cases.BenchCase``
+CASE_COLUMNS = ("kind", "model", "size", "device", "backend", "batch_size", "phase", "precision")
 STATUSES = ("passed", "skipped", "error", "crashed", "timeout")
 FAILED = frozenset({"error", "crashed", "timeout"})  # a run with any of these exits with 1
 
@@ -37,11 +39,7 @@ def outcome(case: BenchCase, status: str, reason: str | None = None, **fields: A
         raise ValueError(f"unknown status {status!r}; one of {STATUSES}")
     return {
         "case": case.id,
-        "model": case.model,
-        "size": case.size,
-        "device": case.device,
-        "backend": case.backend,
-        "batch_size": case.batch_size,
+        **{column: getattr(case, column) for column in CASE_COLUMNS},
         "status": status,
         "reason": reason,
         **fields,

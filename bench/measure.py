@@ -1,14 +1,17 @@
-"""What a benchmark records besides time: FLOPs per call, and a device-synchronised call."""
+"""What a benchmark records besides time: FLOPs per call or step, and a device-synchronised call."""
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
+
+from bench.profiling import matmul_peak_gflops
 
 
 def count_flops(model: nn.Module, inputs: tuple[Tensor, ...]) -> int:
@@ -18,20 +21,40 @@ def count_flops(model: nn.Module, inputs: tuple[Tensor, ...]) -> int:
     the counter does not know, so we count on the decomposed path: oneDNN and the MHA fast path
     off. The arithmetic is the same; only the kernels differ. Element-wise ops are not counted.
     """
+    with _counting_flops() as counter, torch.no_grad():
+        model(*inputs)
+    return int(counter.get_total_flops())
+
+
+def count_training_flops(
+    model: nn.Module,
+    loss: Callable[[Tensor, Tensor], Tensor],
+    inputs: tuple[Tensor, ...],
+    targets: Tensor,
+) -> int:
+    """FLOPs of one forward and backward pass (about three forwards), counted as ``count_flops``
+    does; the optimiser's element-wise update is not counted. Leaves no gradients behind."""
+    with _counting_flops() as counter:
+        loss(model(*inputs), targets).backward()
+    model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
+
+
+@contextmanager
+def _counting_flops() -> Iterator[FlopCounterMode]:
+    """A ``FlopCounterMode`` on the decomposed path (see ``count_flops``), fast paths restored."""
     fastpath = torch.backends.mha.get_fastpath_enabled()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # mkldnn.flags warns about Intel-GPU TF32 on every use
             with (
-                torch.no_grad(),
                 torch.backends.mkldnn.flags(enabled=False),
                 FlopCounterMode(display=False) as counter,
             ):
-                model(*inputs)
+                yield counter
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
-    return int(counter.get_total_flops())
 
 
 def synchronized(run: Callable[[Any], Any], device: str) -> Callable[[Any], Any]:
@@ -45,3 +68,18 @@ def synchronized(run: Callable[[Any], Any], device: str) -> Callable[[Any], Any]
         return out
 
     return run_and_sync
+
+
+def matmul_peaks(devices: Iterable[str], threads: int) -> dict[str, dict[str, float]]:
+    """This machine's matmul GFLOP/s per device and precision (float32 and the autocast dtypes),
+    measured once per run: the base of every row's % of peak."""
+    from bench.cases import AMP_PRECISIONS, PRECISION_NEEDS
+
+    return {
+        device: {
+            precision: matmul_peak_gflops(device, getattr(torch, precision), threads)
+            for precision in AMP_PRECISIONS[device]
+            if all(f.available for f in PRECISION_NEEDS.get((device, precision), ()))
+        }
+        for device in devices
+    }

@@ -1,9 +1,11 @@
 """Collate pytest-benchmark JSON files into one tidy pandas table, and write the reports.
 
-One row per case: timing statistics in milliseconds, derived throughput, every ``extra_info``
-field, and the machine it ran on; a case that was not measured (skipped on this machine, failed,
-crashed or timed out) is a row too, with its ``status`` and ``reason``. Outputs: ``results.csv``,
-``report.md``, ``report.html`` and ``latency.png``. Column meanings: ``reports/README.md``.
+One row per case: timing statistics in milliseconds, derived throughput and efficiency, every
+``extra_info`` field, and the machine it ran on; a case that was not measured (skipped on this
+machine, failed, crashed or timed out) is a row too, with its ``status`` and ``reason``. Outputs:
+``results.csv``, ``report.md``, ``report.html``, ``latency.png``, and ``amp_speedup.png`` and
+``quantisation.png`` where those kinds were measured; the sections are ``bench.tables``. Column
+meanings: ``reports/README.md``.
 """
 
 from __future__ import annotations
@@ -14,15 +16,15 @@ import json
 import os
 import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from bench.journal import FAILED, STATUSES
+from bench import tables
+from bench.journal import CASE_COLUMNS, FAILED, STATUSES
 
 STAT_COLUMNS = ("median", "iqr", "mean", "stddev", "min", "max", "q1", "q3")
-CASE_COLUMNS = ["model", "size", "backend", "device", "batch_size"]
 LEADING_COLUMNS = [
     *CASE_COLUMNS,
     "status",
@@ -33,6 +35,9 @@ LEADING_COLUMNS = [
     "rounds",
     "ops_per_s",
     "samples_per_s",
+    "gflops_per_s",
+    "pct_of_peak",
+    "peak_memory_mb",
 ]
 INTEGER_COLUMNS = (
     "batch_size",
@@ -44,8 +49,17 @@ INTEGER_COLUMNS = (
     "warmup_calls",
     "usable_cpus",
     "exit_code",
+    "peak_memory_bytes",
+    "state_dict_bytes",
+    "float32_state_dict_bytes",
+    "artifact_bytes",
+    "quality_batch",
+    "steps",
+    "profiled_calls",
+    "parity_steps",
 )
 OUTPUT_FILES = ("results.csv", "report.md", "report.html", "latency.png")
+PLOT_FILES = ("latency.png", "amp_speedup.png", "quantisation.png")  # the last two where useful
 # machine facts recorded by every torchgauge run (``impl.machine.machine_info``), as columns
 MACHINE_COLUMNS = {
     "cpu": "cpu_model",
@@ -56,6 +70,12 @@ MACHINE_COLUMNS = {
     "gpu": "gpu",
     "torch_version": "torch",
 }
+# what every torchgauge row has had since the first format; older rows lack the newer case columns,
+# and were inference cases in float32
+IDENTITY_COLUMNS = ("model", "size", "device", "backend", "batch_size")
+BEFORE_KINDS = {"kind": "inference", "phase": "inference", "precision": "float32"}
+# extra_info fields holding lists, kept in results.csv as JSON
+JSON_COLUMNS = ("input_shapes", "hot_spots")
 
 
 class ReportError(ValueError):
@@ -82,7 +102,7 @@ def _read_json(path: Path) -> dict:
     for i, row in enumerate(_outcomes(data)):
         if not isinstance(row, dict) or row.get("status") not in STATUSES[1:]:
             raise ReportError(f"{path}: outcome #{i} has no status among {STATUSES[1:]}")
-        if missing := [c for c in CASE_COLUMNS if c not in row]:
+        if missing := [c for c in IDENTITY_COLUMNS if c not in row]:
             raise ReportError(f"{path}: outcome #{i} lacks {missing}")
     return data
 
@@ -121,17 +141,41 @@ def _rows(path: Path, data: dict) -> Iterable[dict]:
             status="passed",
         )
         row.update(extra)
-        batch = extra.get("batch_size")
-        # throughput counts samples, not calls (catalog B35): batch / median seconds per call
-        row["samples_per_s"] = (
-            batch / stats["median"] if isinstance(batch, int) and stats["median"] > 0 else None
-        )
+        if "model" in row:
+            row = {**BEFORE_KINDS, **row}
+        row.update(_derived(row, stats["median"], ours.get("matmul_peak_gflops") or {}))
         row.update(context)
-        if "input_shapes" in row:
-            row["input_shapes"] = json.dumps(row["input_shapes"])
+        for column in JSON_COLUMNS:
+            if column in row:
+                row[column] = json.dumps(row[column])
         yield row
     for outcome in _outcomes(data):
-        yield {**outcome, "threads": ours.get("threads"), **context}
+        yield {**BEFORE_KINDS, **outcome, "threads": ours.get("threads"), **context}
+
+
+def _derived(row: dict, median_s: float, peaks: dict) -> dict:
+    """Throughput and efficiency of a measured row. Throughput counts samples, not calls
+    (catalog B35): batch / median seconds per call. GFLOP/s is FLOPs per call / median, and
+    % of peak compares it with this machine's matmul rate in the row's precision. A profiled
+    window is not one call: it gets neither."""
+    batch, flops, memory = row.get("batch_size"), row.get("flops"), row.get("peak_memory_bytes")
+    derived = {
+        "samples_per_s": None,
+        "gflops_per_s": None,
+        "peak_gflops": None,
+        "pct_of_peak": None,
+        "peak_memory_mb": memory / 1e6 if isinstance(memory, int) else None,
+    }
+    if row.get("kind") == "profile" or median_s <= 0:
+        return derived
+    if isinstance(batch, int):
+        derived["samples_per_s"] = batch / median_s
+    if isinstance(flops, int) and flops > 0:
+        derived["gflops_per_s"] = flops / median_s / 1e9
+        derived["peak_gflops"] = (peaks.get(row.get("device")) or {}).get(row.get("precision"))
+        if derived["peak_gflops"]:
+            derived["pct_of_peak"] = 100 * derived["gflops_per_s"] / derived["peak_gflops"]
+    return derived
 
 
 def collate(paths: Iterable[str | Path]) -> pd.DataFrame:
@@ -142,6 +186,7 @@ def collate(paths: Iterable[str | Path]) -> pd.DataFrame:
     frame = pd.DataFrame([row for path, data in loaded for row in _rows(path, data)])
     if frame.empty:
         raise ReportError(f"no benchmarks in {', '.join(str(p) for p, _ in loaded)}")
+    frame.attrs["matmul_peaks"] = _matmul_peaks(data for _, data in loaded)
     # counts stay integers where unmeasured rows leave gaps (pandas would make them floats)
     counts = [c for c in INTEGER_COLUMNS if c in frame.columns]
     frame[counts] = frame[counts].astype("Int64")
@@ -149,73 +194,18 @@ def collate(paths: Iterable[str | Path]) -> pd.DataFrame:
     return frame[leading + [c for c in frame.columns if c not in leading]]
 
 
-def _has_cases(frame: pd.DataFrame) -> bool:
-    """Rows from torchgauge's benchmarks carry the case columns; other suites' rows may not."""
-    return set(CASE_COLUMNS) <= set(frame.columns)
-
-
-def _latency_plot(frame: pd.DataFrame, path: Path) -> None:
-    """Median latency (bars from q1 to q3) per model and backend, a panel per device and batch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    if frame.empty:
-        fig, ax = plt.subplots(figsize=(6, 1.5))
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no case was measured", ha="center", va="center")
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        return
-    has_cases = _has_cases(frame)
-    frame = frame.assign(
-        label=frame["model"] + "." + frame["size"] if has_cases else frame["name"],
-        backend=frame["backend"] if has_cases else "value",
-        panel=(frame["device"] + ", batch " + frame["batch_size"].astype(str))
-        if has_cases
-        else "all",
-    )
-    panels = sorted(frame["panel"].unique())
-    fig, axes = plt.subplots(len(panels), 1, figsize=(9, 3.2 * len(panels)), squeeze=False)
-    for ax, panel in zip(axes[:, 0], panels, strict=True):
-        part = frame[frame["panel"] == panel]
-        median = part.pivot_table(
-            index="label", columns="backend", values="median_ms", aggfunc="median"
-        )
-        quartiles = [
-            part.pivot_table(
-                index="label", columns="backend", values=q, aggfunc="median"
-            ).reindex_like(median)
-            for q in ("q1_ms", "q3_ms")
-        ]
-        # asymmetric bars from the first to the third quartile; shape (backends, 2, models)
-        spans = np.stack(
-            [(median - quartiles[0]).T.to_numpy(), (quartiles[1] - median).T.to_numpy()], axis=1
-        )
-        median.plot.bar(ax=ax, yerr=spans, logy=True, rot=0, capsize=2)
-        ax.set_title(f"median latency ({panel})")
-        ax.set_xlabel("")
-        ax.set_ylabel("ms (log scale)")
-        ax.legend(title="backend", fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _summary_table(measured: pd.DataFrame) -> pd.DataFrame:
-    """Median ms per (model, size, device, batch) x backend: the table people read first."""
-    if measured.empty:
-        return measured
-    if not _has_cases(measured):
-        return measured[["name", "median_ms"]]
-    table = measured.pivot_table(
-        index=["model", "size", "device", "batch_size"],
-        columns="backend",
-        values="median_ms",
-        aggfunc="median",
-    )
-    return table.round(4).reset_index()
+def _matmul_peaks(files: Iterable[dict]) -> dict[str, list[str]]:
+    """Each device's measured matmul peaks as the report header shows them, one entry per
+    distinct measurement: "float32 95.1, bfloat16 12.3"."""
+    peaks: dict[str, list[str]] = {}
+    for data in files:
+        ours = (data.get("machine_info") or {}).get("torchgauge") or {}
+        for device, rates in (ours.get("matmul_peak_gflops") or {}).items():
+            text = ", ".join(f"{precision} {gflops:,.1f}" for precision, gflops in rates.items())
+            peaks.setdefault(device, [])
+            if text not in peaks[device]:
+                peaks[device].append(text)
+    return peaks
 
 
 HEADER_COLUMNS = (
@@ -233,7 +223,7 @@ HEADER_COLUMNS = (
 )
 
 
-def _header(frame: pd.DataFrame) -> list[tuple[str, str]]:
+def _header(frame: pd.DataFrame, peaks: dict[str, list[str]]) -> list[tuple[str, str]]:
     counts = frame["status"].value_counts()
     facts = [
         (
@@ -246,6 +236,8 @@ def _header(frame: pd.DataFrame) -> list[tuple[str, str]]:
         if column in frame.columns:
             values = sorted({str(v) for v in frame[column].dropna()})
             facts.append((column, ", ".join(values) if values else "n/a"))
+    for device, measurements in sorted(peaks.items()):
+        facts.append((f"matmul peak GFLOP/s ({device})", " | ".join(measurements)))
     return facts
 
 
@@ -267,6 +259,9 @@ DETAIL_COLUMNS = [
     "samples_per_s",
     "params",
     "flops",
+    "gflops_per_s",
+    "pct_of_peak",
+    "peak_memory_mb",
     "parity_max_abs_diff",
     "parity_ok",
 ]
@@ -274,22 +269,77 @@ FAILURE_COLUMNS = [*CASE_COLUMNS, "status", "error_type", "signal", "reason"]
 SKIP_COLUMNS = [*CASE_COLUMNS, "reason"]
 
 
-def _sections(frame: pd.DataFrame) -> list[tuple[str, pd.DataFrame | None]]:
-    """The report's parts in reading order: (title, table), or (alt text, None) for the plot.
-    A part with nothing to show is left out."""
+@dataclass(frozen=True)
+class Section:
+    """One part of the report: a table, a plot, or both (the plot under the table)."""
+
+    title: str
+    table: pd.DataFrame | None = None
+    plot: str | None = None  # a PNG in the report's directory
+
+
+def _sections(frame: pd.DataFrame, plots: set[str]) -> list[Section]:
+    """The report's parts in reading order; a part with nothing to show is left out."""
     measured = frame[frame["status"] == "passed"]
     failed = frame[frame["status"].isin(FAILED)]
     skipped = frame[frame["status"] == "skipped"]
     details = _columns(measured, DETAIL_COLUMNS)
     sections = [
-        ("Median latency (ms) by backend", _summary_table(measured)),
-        ("Failed, crashed or timed-out cases", _columns(failed, FAILURE_COLUMNS)),
-        ("Not measured on this machine", _columns(skipped, SKIP_COLUMNS)),
-        ("Backends outside their parity tolerance", details.loc[_parity_failures(measured).index]),
-        ("median latency by model and backend", None),
-        ("All measured benchmarks", details),
+        Section("Time per kind", tables.time_per_kind(frame)),
+        Section("Median latency (ms) by backend", tables.latency_by_backend(measured)),
+        Section("Failed, crashed or timed-out cases", _columns(failed, FAILURE_COLUMNS)),
+        Section("Not measured on this machine", _columns(skipped, SKIP_COLUMNS)),
+        Section(
+            "Backends outside their parity tolerance",
+            details.loc[_parity_failures(measured).index],
+        ),
+        Section("Median latency by model and backend", plot="latency.png"),
+        Section("Training throughput", tables.training_throughput(measured)),
+        Section("AMP speed-up and parity", tables.amp_speedup(measured), "amp_speedup.png"),
+        Section(
+            "Quantisation: size, SQNR and latency",
+            tables.quantisation(measured),
+            "quantisation.png",
+        ),
+        Section(
+            f"Hot spots (top {tables.HOT_SPOTS_SHOWN} operators by self time)",
+            tables.hot_spots(measured),
+        ),
+        Section("Efficiency (% of this machine's matmul peak)", tables.efficiency(measured)),
+        Section("CPU vs CUDA", tables.cpu_vs_cuda(measured)),
+        Section("All measured benchmarks", details),
     ]
-    return [(title, table) for title, table in sections if table is None or len(table)]
+    shown = []
+    for section in sections:
+        plot = section.plot if section.plot in plots else None
+        table = section.table if section.table is not None and len(section.table) else None
+        if table is not None or plot is not None:
+            shown.append(Section(section.title, table, plot))
+    return shown
+
+
+def _plots(frame: pd.DataFrame, staged: Path) -> set[str]:
+    """Draw into ``staged`` every plot that has data, and latency.png always (saying so when no
+    case was measured). Returns the names of the files written."""
+    measured = frame[frame["status"] == "passed"]
+    if not tables.latency_plot(measured, staged / "latency.png"):
+        _empty_plot(staged / "latency.png")
+    tables.amp_plot(tables.amp_speedup(measured), staged / "amp_speedup.png")
+    tables.quantisation_plot(tables.quantisation(measured), staged / "quantisation.png")
+    return {name for name in PLOT_FILES if (staged / name).exists()}
+
+
+def _empty_plot(path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 1.5))
+    ax.axis("off")
+    ax.text(0.5, 0.5, "no case was measured", ha="center", va="center")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def write_text_atomically(path: Path, text: str) -> None:
@@ -302,30 +352,34 @@ def write_text_atomically(path: Path, text: str) -> None:
 
 
 def write_report(frame: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
-    """Write every output into ``out_dir``; each appears whole or not at all (temp + rename)."""
+    """Write every output into ``out_dir``; each appears whole or not at all (temp + rename).
+    A plot with nothing to show is not written, and one left from an earlier report is removed."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    header, sections = _header(frame), _sections(frame)
-
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".report-") as staging:
         staged = Path(staging)
         frame.to_csv(staged / "results.csv", index=False)
-        _latency_plot(frame[frame["status"] == "passed"], staged / "latency.png")
-        png = base64.b64encode((staged / "latency.png").read_bytes()).decode()
-
+        header = _header(frame, frame.attrs.get("matmul_peaks", {}))
+        sections = _sections(frame, _plots(frame, staged))
         md = ["# torchgauge benchmark report", ""]
         md += [f"- **{key}**: {value}" for key, value in header]
         body = ["<h1>torchgauge benchmark report</h1><ul>"]
         body += [f"<li><b>{html.escape(k)}</b>: {html.escape(v)}</li>" for k, v in header]
         body.append("</ul>")
-        for title, table in sections:
-            if table is None:
-                md += ["", f"![{title}](latency.png)"]
-                body.append(f"<img alt='{title}' src='data:image/png;base64,{png}'>")
-            else:
+        for section in sections:
+            md += ["", f"## {section.title}"]
+            body.append(f"<h2>{html.escape(section.title)}</h2>")
+            if section.table is not None:
+                table = section.table
                 shown = table.astype(object).where(table.notna(), None)  # blank, not "nan"
-                md += ["", f"## {title}", "", shown.to_markdown(index=False, floatfmt=".6g")]
-                body.append(f"<h2>{html.escape(title)}</h2>{table.to_html(index=False, na_rep='')}")
+                md += ["", shown.to_markdown(index=False, floatfmt=".6g")]
+                body.append(table.to_html(index=False, na_rep=""))
+            if section.plot is not None:
+                png = base64.b64encode((staged / section.plot).read_bytes()).decode()
+                md += ["", f"![{section.title}]({section.plot})"]
+                body.append(
+                    f"<img alt='{html.escape(section.title)}' src='data:image/png;base64,{png}'>"
+                )
         (staged / "report.md").write_text("\n".join([*md, ""]))
         (staged / "report.html").write_text(
             "<!doctype html><html><head><meta charset='utf-8'><title>torchgauge report</title>"
@@ -335,7 +389,10 @@ def write_report(frame: pd.DataFrame, out_dir: str | Path) -> dict[str, Path]:
             + "</body></html>"
         )
         written = {}
-        for name in OUTPUT_FILES:
-            os.replace(staged / name, out_dir / name)
-            written[name] = out_dir / name
+        for name in dict.fromkeys((*OUTPUT_FILES, *PLOT_FILES)):
+            if (staged / name).exists():
+                os.replace(staged / name, out_dir / name)
+                written[name] = out_dir / name
+            elif name in PLOT_FILES:
+                (out_dir / name).unlink(missing_ok=True)  # stale: this report has no such plot
     return written

@@ -18,6 +18,7 @@ Run directory::
     run.json        what to run and where it was started: cases, settings, machine, commit, state
     journal.jsonl   one line per case started and per result (bench.journal)
     worker.log      the workers' own output, for the detail behind a crash
+    traces/<case>/  the profile kind's traces: tensorboard --logdir <run dir>/traces
     benchmark.json, results.csv, report.md, report.html, latency.png   once every case has a result
 """
 
@@ -46,7 +47,7 @@ from bench.journal import FAILED, Journal, outcome
 from bench.report import OUTPUT_FILES, collate, write_report, write_text_atomically
 from impl.plugins import PLUGINS_ENV
 
-RUN_FORMAT = 1
+RUN_FORMAT = 2  # 2: cases have a kind, a phase and a precision
 BENCH_DIR = Path(bench.__file__).parent
 POLL_S = 0.1  # how often the supervisor reads the journal and checks its worker
 DEFAULT_CASE_TIMEOUT_S = 300.0
@@ -364,6 +365,7 @@ def _worker_command(run: RunDir, cases: list[BenchCase]) -> list[str]:
         "--benchmark-only",
         "--benchmark-columns=median,iqr,ops,rounds",
         "--benchmark-sort=name",
+        f"--bench-kinds={joined('kind')}",
         f"--bench-models={joined('model')}",
         f"--bench-sizes={joined('size')}",
         f"--bench-devices={joined('device')}",
@@ -371,6 +373,7 @@ def _worker_command(run: RunDir, cases: list[BenchCase]) -> list[str]:
         f"--bench-batch-sizes={joined('batch_size')}",
         f"--bench-cases={','.join(case.id for case in cases)}",
         f"--bench-threads={settings.threads}",
+        f"--bench-trace-dir={run.path.resolve() / 'traces'}",
         *settings.timing,
     ]
 
@@ -382,6 +385,9 @@ def finish(run: RunDir) -> None:
 
     results = run.journal.results()
     ordered = [results[case.id] for case in run.cases]
+    for result in ordered:  # how long each case took, set-up included: where a run's time goes
+        if result["status"] == "passed":
+            result["benchmark"]["extra_info"]["case_duration_s"] = result.get("duration_s")
     data = {
         "machine_info": run.meta["machine_info"],
         "commit_info": run.meta["commit_info"],
@@ -391,7 +397,11 @@ def finish(run: RunDir) -> None:
         "torchgauge": {
             "run_id": run.meta["run_id"],
             "outcomes": [
-                {k: v for k, v in r.items() if k not in ("record", "benchmark")}
+                {
+                    ("case_duration_s" if k == "duration_s" else k): v
+                    for k, v in r.items()
+                    if k not in ("record", "benchmark")
+                }
                 for r in ordered
                 if r["status"] != "passed"
             ],

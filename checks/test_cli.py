@@ -12,6 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
+from bench.bench_profile import PROFILED_CALLS
+from bench.cases import DEFAULT_KINDS
 from bench.report import OUTPUT_FILES, ReportError, collate
 from checks.commands import REPO, snapshot, torchgauge
 from impl import list_models
@@ -36,6 +38,7 @@ def plain_pytest_json(tmp_path_factory) -> Path:
             "--benchmark-max-time=0.02",
             "--benchmark-min-rounds=3",
             "--bench-warmup=1",
+            "--bench-kinds=inference",
             "--bench-backends=eager",
             "--bench-sizes=tiny",
         ],
@@ -197,6 +200,8 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
         "--quick",
         "--models",
         "mlp_784_128_10",
+        "--kinds",
+        "inference",
         "--backends",
         "eager,torchscript",
         "--out",
@@ -241,3 +246,68 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
         timeout=120,
     )
     assert compare.returncode == 0 and "mlp_784_128_10" in compare.stdout
+
+
+@pytest.mark.slow
+def test_a_quick_run_measures_every_default_kind_of_a_model(tmp_path: Path) -> None:
+    """One model through every default kind: each is a row of results.csv with what its section
+    needs, the report has the section, and the profile's trace loads in TensorBoard's plugin."""
+    runs = tmp_path / "runs"
+    result = torchgauge(
+        "run",
+        "--quick",
+        "--models=cifar_cnn_2conv",
+        "--sizes=tiny",
+        "--batch-sizes=2",
+        f"--out={runs}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = list(runs.iterdir())
+    frame = pd.read_csv(run / "results.csv")
+    assert (frame["status"] == "passed").all(), frame[["case", "reason"]]
+    assert set(frame["kind"]) == set(DEFAULT_KINDS)
+    by_kind = {kind: rows for kind, rows in frame.groupby("kind")}
+
+    quantised = by_kind["quantised"].set_index("backend")
+    assert set(quantised.index) == {"quant_dynamic", "quant_static"}
+    assert (quantised["state_dict_bytes"] < quantised["float32_state_dict_bytes"]).all()
+    assert (quantised["sqnr_db"] > 10).all() and quantised["top1_agreement"].between(0, 1).all()
+    amp = by_kind["amp"]
+    assert sorted(zip(amp["phase"], amp["precision"], strict=True)) == [
+        ("inference", "bfloat16"),
+        ("inference", "float32"),
+        ("training", "bfloat16"),
+        ("training", "float32"),
+    ]
+    (training,) = by_kind["training"].itertuples()
+    assert training.steps >= 5 and training.samples_per_s > 0 and training.pct_of_peak > 0
+    (profile,) = by_kind["profile"].itertuples()
+    spots = json.loads(profile.hot_spots)
+    assert any(spot["op"] == "aten::convolution" or "conv" in spot["op"] for spot in spots)
+    peaks = json.loads((run / "run.json").read_text())["machine_info"]["torchgauge"]
+    assert set(peaks["matmul_peak_gflops"]["cpu"]) == {"float32", "bfloat16"}
+
+    report = (run / "report.md").read_text()
+    for section in (
+        "## Time per kind",
+        "## Median latency (ms) by backend",
+        "## Training throughput",
+        "## AMP speed-up and parity",
+        "## Quantisation: size, SQNR and latency",
+        "## Hot spots (top 5 operators by self time)",
+        "## Efficiency (% of this machine's matmul peak)",
+    ):
+        assert section in report
+    assert (run / "amp_speedup.png").is_file() and (run / "quantisation.png").is_file()
+
+    # tensorboard --logdir <run>/traces: the profiler plugin's own loader reads the case's run
+    from torch_tb_profiler import io as tb_io
+    from torch_tb_profiler.profiler.loader import RunLoader
+
+    (trace_run,) = (run / "traces").iterdir()
+    assert trace_run.name == profile.case
+    with tb_io.Cache(str(tmp_path / "tb-cache")) as caches:
+        loaded = RunLoader(trace_run.name, str(trace_run), caches).load()
+    (operators,) = [p.operation_table_by_name["data"] for p in loaded.get_profiles()]
+    assert {row["name"]: row["calls"] for row in operators}["aten::conv2d"] == 2 * PROFILED_CALLS

@@ -6,7 +6,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.measure import count_flops
+from bench.measure import count_flops, count_training_flops
 from impl import get_spec
 
 
@@ -38,3 +38,19 @@ def test_counting_restores_the_fast_paths() -> None:
     assert count_flops(spec.create("tiny").eval(), spec.inputs(spec.config("tiny"), 2)) > 0
     assert torch.backends.mha.get_fastpath_enabled() == fastpath
     assert torch.backends.mkldnn.enabled == mkldnn
+
+
+@given(batch=st.integers(1, 64))
+def test_mlp_training_flops_count_the_forward_and_both_backward_matmuls(batch: int) -> None:
+    """Backward of a Linear is two matmuls of the forward's size: the input gradient and the
+    weight gradient. The first layer's input needs no gradient, so it has only the second."""
+    spec = get_spec("mlp_784_128_10")
+    cfg = spec.config("full")
+    first, second = 2 * batch * 784 * 128, 2 * batch * 128 * 10
+    expected = 2 * first + 3 * second
+    model = spec.create("full")
+    counted = count_training_flops(
+        model, spec.loss, spec.inputs(cfg, batch), spec.make_targets(cfg, batch)
+    )
+    assert counted == expected
+    assert all(p.grad is None for p in model.parameters())  # counting leaves no gradients behind

@@ -46,6 +46,7 @@ def test_a_case_that_raises_hangs_or_aborts_is_a_row_and_the_run_goes_on(tmp_pat
         "--quick",
         "--sizes=tiny",
         "--batch-sizes=1",
+        "--kinds=inference",
         "--backends=eager,torchscript",
         "--plugin=misbehaving_models",  # importable from the current directory, as with python -m
         "--models=mlp_784_128_10,raises_in_forward,sleeps_in_forward,aborts_in_forward,"
@@ -114,9 +115,11 @@ def test_a_run_killed_with_sigkill_resumes_to_the_outputs_of_an_uninterrupted_ru
     runs = tmp_path / "runs"
     selection = {"models": ["mlp_784_128_10", "cifar_cnn_2conv", "sentiment_lstm"]}
     selection |= {"sizes": ["tiny"], "backends": ["eager", "torchscript"], "batch_sizes": [1]}
+    selection |= {"kinds": ["inference"]}
     supervisor = subprocess.Popen(
         [sys.executable, "-m", "bench", "run", "--quick", "--sizes=tiny", "--batch-sizes=1"]
-        + ["--backends=eager,torchscript", f"--models={','.join(selection['models'])}"]
+        + ["--kinds=inference", "--backends=eager,torchscript"]
+        + [f"--models={','.join(selection['models'])}"]
         + [f"--out={runs}"],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
@@ -166,7 +169,11 @@ def test_a_run_killed_with_sigkill_resumes_to_the_outputs_of_an_uninterrupted_ru
 def unfinished_run(tmp_path: Path) -> RunDir:
     """A run directory as ``torchgauge run`` leaves it when killed before its first result."""
     cases = selected_cases(
-        models=["mlp_784_128_10"], sizes=["tiny"], backends=["eager"], batch_sizes=[1]
+        models=["mlp_784_128_10"],
+        sizes=["tiny"],
+        backends=["eager"],
+        batch_sizes=[1],
+        kinds=["inference"],
     )
     settings = RunSettings(device="cpu", threads=1, timing=("--benchmark-max-time=0.01",))
     return RunDir.create(
@@ -225,7 +232,9 @@ def test_a_record_cut_short_by_a_kill_is_ignored_then_cut_off(
 
 def test_the_matrix_keeps_cases_that_cannot_run_here_with_their_reason() -> None:
     def backend(requires: Cap, devices: tuple[str, ...]) -> Backend:
-        return Backend("probe", requires, devices, prepare=lambda *args: None, summary="")
+        return Backend(
+            "probe", requires, devices, "inference", prepare=lambda *args: None, summary=""
+        )
 
     transformer, lstm = get_spec("transformer_text_classifier"), get_spec("sentiment_lstm")
     known = skip_reason(transformer, backend(Cap.QUANT_DYNAMIC, ("cpu",)), "cpu")
@@ -248,7 +257,7 @@ def test_plain_pytest_benchmark_json_lists_the_cases_skipped_here(tmp_path: Path
         [sys.executable, "-m", "pytest", str(REPO / "bench"), "-q", "-p", "no:cacheprovider"]
         + ["--benchmark-only", f"--benchmark-json={out}", "--benchmark-max-time=0.01"]
         + ["--bench-warmup=0", "--bench-models=needs_a_teleporter", "--bench-sizes=tiny"]
-        + ["--bench-batch-sizes=1", "-rs"],
+        + ["--bench-batch-sizes=1", "--bench-kinds=inference", "-rs"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -268,7 +277,7 @@ def test_plain_pytest_benchmark_json_lists_the_cases_skipped_here(tmp_path: Path
     [
         (None, "is not a torchgauge run directory (no run.json)"),
         ("{not json", "run.json: not a usable run description"),
-        ('{"format": 99}', "run.json: not a usable run description (format 99, expected 1)"),
+        ('{"format": 99}', "run.json: not a usable run description (format 99, expected 2)"),
     ],
 )
 def test_resume_of_what_is_not_a_run_is_one_line_exit_2(

@@ -1,16 +1,21 @@
-"""Inference backends, declared once: eager PyTorch, TorchScript and ONNX Runtime.
+"""Inference backends, declared once: eager PyTorch, TorchScript, ONNX Runtime, int8 variants and
+``torch.compile``.
 
 A backend turns an eval-mode model into a ``Prepared`` runner. Checks compare every backend with
 eager on fresh inputs; benchmarks time ``Prepared.run`` on inputs already converted by
-``Prepared.convert``, so conversion cost stays out of the measurement.
-Curriculum: 002 Q72-Q74 (ONNX export and onnxruntime), 002 Q73/Q86 (TorchScript).
+``Prepared.convert``, so conversion cost stays out of the measurement. Each backend belongs to a
+benchmark kind: float backends to ``inference``, the int8 ones to ``quantised``, and
+``torch.compile`` (minutes of compiling for a large model) to the opt-in ``compile``.
+Curriculum: 002 Q72-Q74 (ONNX export and onnxruntime), 002 Q73/Q86 (TorchScript), 002 Q75/Q83/Q92
+(static quantisation, catalog B15); dynamic quantisation is an addition (catalog P-quant-dynamic).
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from impl.registry import Cap
+from impl.techniques.quantization import quantize_dynamic_int8, quantize_static_int8, sqnr_db
 
 
 @dataclass(frozen=True)
@@ -28,6 +34,8 @@ class Prepared:
     run: Callable[[Any], Any]  # the call that benchmarks time
     to_torch: Callable[[Any], Tensor]  # ``run``'s output -> a CPU or device tensor
     artifact: Path | None = None  # the file the backend wrote, if any
+    module: nn.Module | None = None  # the torch module it runs, where it is one (for its size)
+    info: Mapping[str, Any] = field(default_factory=dict)  # what preparing measured, by name
 
     def __call__(self, *inputs: Tensor) -> Tensor:
         return self.to_torch(self.run(self.convert(inputs)))
@@ -38,31 +46,75 @@ class Backend:
     name: str
     requires: Cap  # the capability a model must declare
     devices: tuple[str, ...]
+    kind: str  # the benchmark kind that measures it (bench.cases.KINDS)
     # (eval-mode model on its device, example inputs on that device, a work dir, CPU threads)
     prepare: Callable[[nn.Module, tuple[Tensor, ...], Path, int], Prepared]
     summary: str
     rtol: float = 0.0  # parity with eager float32 that checks require and benchmarks report
     atol: float = 0.0
+    # int8 backends: parity is an SQNR of at least this many dB against eager float32 instead
+    min_sqnr_db: float | None = None
 
-    def parity_ok(self, max_abs_diff: float, reference: Tensor) -> bool:
-        """Whether a backend output is within tolerance of eager (``torch.isclose`` semantics)."""
+    def parity_ok(self, output: Tensor, reference: Tensor) -> bool:
+        """Whether a backend output is close enough to eager float32: an SQNR floor for int8
+        backends, ``torch.isclose`` semantics with the backend's tolerances for the others."""
+        if self.min_sqnr_db is not None:
+            return sqnr_db(reference, output) >= self.min_sqnr_db
+        max_abs_diff = float((output.float() - reference.float()).abs().max())
         return max_abs_diff <= self.atol + self.rtol * float(reference.abs().max())
 
 
-def _torch_runner(module: Callable[..., Tensor], artifact: Path | None = None) -> Prepared:
+def _torch_runner(
+    forward: Callable[..., Tensor], artifact: Path | None = None, **fields: Any
+) -> Prepared:
     def run(inputs: tuple[Tensor, ...]) -> Tensor:
         with torch.inference_mode():
-            return module(*inputs)
+            return forward(*inputs)
 
     return Prepared(
-        convert=lambda inputs: inputs, run=run, to_torch=lambda out: out, artifact=artifact
+        convert=lambda inputs: inputs,
+        run=run,
+        to_torch=lambda out: out,
+        artifact=artifact,
+        **fields,
     )
 
 
 def _prepare_eager(
     model: nn.Module, inputs: tuple[Tensor, ...], workdir: Path, threads: int
 ) -> Prepared:
-    return _torch_runner(model)
+    return _torch_runner(model, module=model)
+
+
+def _prepare_quant_dynamic(
+    model: nn.Module, inputs: tuple[Tensor, ...], workdir: Path, threads: int
+) -> Prepared:
+    """Linear and LSTM weights in int8, activations quantised on the fly: float in, float out."""
+    quantised = quantize_dynamic_int8(model)
+    return _torch_runner(quantised, module=quantised)
+
+
+def _prepare_quant_static(
+    model: nn.Module, inputs: tuple[Tensor, ...], workdir: Path, threads: int
+) -> Prepared:
+    """Post-training static int8 with the engine's qconfig, calibrated on the example inputs."""
+    quantised = quantize_static_int8(model, [inputs])
+    return _torch_runner(quantised, module=quantised)
+
+
+def _prepare_compile(
+    model: nn.Module, inputs: tuple[Tensor, ...], workdir: Path, threads: int
+) -> Prepared:
+    """``torch.compile`` (inductor); the first call compiles, and its time is kept apart."""
+    compiled = torch.compile(model)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        compiled(*inputs)
+    if inputs[0].is_cuda:
+        torch.cuda.synchronize()
+    return _torch_runner(
+        compiled, module=model, info={"compile_s": round(time.perf_counter() - start, 3)}
+    )
 
 
 def _prepare_torchscript(
@@ -72,7 +124,8 @@ def _prepare_torchscript(
     path = workdir / "model.torchscript.pt"
     torch.jit.save(torch.jit.script(model), str(path))
     device = next(iter(model.parameters())).device
-    return _torch_runner(torch.jit.load(str(path), map_location=device), artifact=path)
+    loaded = torch.jit.load(str(path), map_location=device)
+    return _torch_runner(loaded, artifact=path, module=loaded)
 
 
 def export_onnx(model: nn.Module, inputs: tuple[Tensor, ...], path: Path) -> Path:
@@ -112,13 +165,19 @@ _BACKENDS = {
     b.name: b
     for b in (
         Backend(
-            "eager", Cap.EAGER, ("cpu", "cuda"), _prepare_eager, "PyTorch eager, inference_mode"
+            "eager",
+            Cap.EAGER,
+            ("cpu", "cuda"),
+            "inference",
+            _prepare_eager,
+            "PyTorch eager, inference_mode",
         ),
         # torchvision's model tests allow 1e-4 between eager and scripted outputs
         Backend(
             "torchscript",
             Cap.TORCHSCRIPT,
             ("cpu", "cuda"),
+            "inference",
             _prepare_torchscript,
             "torch.jit.script, saved and reloaded",
             rtol=1e-4,
@@ -129,9 +188,40 @@ _BACKENDS = {
             "onnxruntime",
             Cap.ONNX,
             ("cpu",),
+            "inference",
             _prepare_onnxruntime,
             "torch.onnx.export (dynamo) + onnxruntime CPUExecutionProvider",
             rtol=1e-3,
+            atol=1e-5,
+        ),
+        # int8 is judged by SQNR, not by a tolerance: see Backend.min_sqnr_db
+        Backend(
+            "quant_dynamic",
+            Cap.QUANT_DYNAMIC,
+            ("cpu",),
+            "quantised",
+            _prepare_quant_dynamic,
+            "torch.ao.quantization.quantize_dynamic: int8 Linear/LSTM weights",
+            min_sqnr_db=20.0,
+        ),
+        Backend(
+            "quant_static",
+            Cap.QUANT_STATIC,
+            ("cpu",),
+            "quantised",
+            _prepare_quant_static,
+            "eager post-training static int8: stubs, engine qconfig, calibrate, convert",
+            min_sqnr_db=20.0,
+        ),
+        # inductor reorders float sums; 1e-4 as TorchScript
+        Backend(
+            "compile",
+            Cap.EAGER,
+            ("cpu", "cuda"),
+            "compile",
+            _prepare_compile,
+            "torch.compile (inductor), default mode",
+            rtol=1e-4,
             atol=1e-5,
         ),
     )

@@ -78,6 +78,18 @@ CUDA = Feature(
     ),
 )
 
+CUDA_BF16 = Feature(
+    name="cuda_bf16",
+    device="cuda",
+    description="native bfloat16 on an NVIDIA GPU of compute capability 8.0 (Ampere) or newer",
+    probe=lambda: torch.cuda.is_available() and torch.cuda.is_bf16_supported(False),
+    reported=lambda: (
+        f"torch.cuda.get_device_capability() is {torch.cuda.get_device_capability()}"
+        if torch.cuda.is_available()
+        else "no CUDA device"
+    ),
+)
+
 ONEDNN_BF16 = Feature(
     name="onednn_bf16",
     device="cpu",
@@ -100,7 +112,7 @@ INT8_ENGINE = Feature(
     ),
 )
 
-FEATURES = (CUDA, ONEDNN_BF16, INT8_ENGINE)
+FEATURES = (CUDA, CUDA_BF16, ONEDNN_BF16, INT8_ENGINE)
 
 
 def machine_info(threads: int | None = None) -> dict[str, Any]:
