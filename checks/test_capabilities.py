@@ -72,6 +72,17 @@ def test_backend_matches_eager(
         torch.testing.assert_close(runner(*inputs), expected, rtol=backend.rtol, atol=backend.atol)
 
 
+@pytest.mark.parametrize("backend_name", ["quant_dynamic", "quant_static"])
+def test_int8_parity_is_an_sqnr_floor(backend_name: str) -> None:
+    """20 log10(|y| / |noise|): noise of 1/10 the output's norm is 20 dB, of 1/1000 is 60 dB."""
+    backend = get_backend(backend_name)
+    reference = torch.randn(64, 10, generator=torch.Generator().manual_seed(0))
+    direction = torch.randn(64, 10, generator=torch.Generator().manual_seed(1))
+    for db in (backend.min_sqnr_db - 1, backend.min_sqnr_db + 1):
+        noise = direction / direction.norm() * reference.norm() * 10 ** (-db / 20)
+        assert backend.parity_ok(reference + noise, reference) == (db > backend.min_sqnr_db)
+
+
 @pytest.mark.onnx
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list_models(caps={Cap.ONNX}))

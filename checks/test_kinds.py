@@ -4,6 +4,7 @@ they say (an optimiser step trains; autocast runs in the lower precision)."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import math
 from pathlib import Path
@@ -13,7 +14,8 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bench.cases import AMP_PRECISIONS, DEFAULT_KINDS, KINDS, BenchConfigError
+import bench.cases
+from bench.cases import DEFAULT_KINDS, KINDS, BenchConfigError
 from bench.cases import bench_cases as selected_cases  # not bench_*: pytest would collect it
 from bench.steps import TrainingStep, autocast_forward, loss_after_steps
 from impl import Cap, get_spec, list_models
@@ -62,6 +64,21 @@ def test_a_kind_measures_exactly_the_models_declaring_what_it_needs(kind: str) -
     assert {case.kind for case in cases} == {kind}
 
 
+def test_a_model_declaring_only_eager_gets_the_kinds_that_need_nothing_more(monkeypatch) -> None:
+    mlp = get_spec("mlp_784_128_10")
+    eager_only = dataclasses.replace(mlp, name="eager_only", caps=frozenset({Cap.EAGER}))
+    monkeypatch.setattr(
+        bench.cases, "get_spec", lambda name: eager_only if name == "eager_only" else get_spec(name)
+    )
+    cases = selected_cases(models=["eager_only"], devices=["cpu"], kinds=list(KINDS))
+    assert {(case.kind, case.backend) for case in cases} == {
+        ("inference", "eager"),
+        ("training", "eager"),
+        ("profile", "eager"),
+        ("compile", "compile"),
+    }
+
+
 def test_amp_times_float32_beside_each_autocast_dtype_with_one_skip_reason() -> None:
     cases = selected_cases(devices=["cpu"], kinds=["amp"])
     by_setting: dict[tuple, list] = {}
@@ -69,7 +86,7 @@ def test_amp_times_float32_beside_each_autocast_dtype_with_one_skip_reason() -> 
         by_setting.setdefault((case.model, case.batch_size, case.phase), []).append(case)
     assert {case.model for case in cases} == set(list_models(caps={Cap.AMP}))
     for group in by_setting.values():
-        assert sorted(c.precision for c in group) == sorted(AMP_PRECISIONS["cpu"])
+        assert sorted(c.precision for c in group) == ["bfloat16", "float32"]
         assert len({c.skip for c in group}) == 1  # a float32 baseline without its pair is useless
     assert {case.phase for case in cases} == {"inference", "training"}
 
