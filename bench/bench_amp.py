@@ -22,10 +22,10 @@ import math
 import torch
 
 from bench.cases import BenchCase
-from bench.measure import count_flops, count_training_flops, synchronized
+from bench.measure import case_info, count_flops, count_training_flops, synchronized, warm_up
 from bench.profiling import peak_memory
 from bench.steps import TrainingStep, autocast_forward, loss_after_steps
-from impl import count_parameters, get_spec
+from impl import get_spec
 from impl.machine import ONEDNN_BF16
 
 KINDS = ("amp",)
@@ -51,30 +51,14 @@ def bench_amp(benchmark, case: BenchCase, bench_threads: int, request) -> None:
 
     benchmark.group = case.group
     benchmark.extra_info.update(
-        kind=case.kind,
-        model=case.model,
-        size=case.size,
-        family=spec.family,
-        curriculum=spec.curriculum,
-        backend=case.backend,
-        device=case.device,
-        batch_size=case.batch_size,
-        phase=case.phase,
-        precision=case.precision,
-        input_shapes=[list(x.shape) for x in inputs],
-        params=count_parameters(model),
+        **case_info(case, model, inputs, bench_threads),
         flops=flops,
         onednn_bf16=ONEDNN_BF16.available if case.device == "cpu" else None,
         peak_memory_bytes=peak_bytes,
         memory_source=memory_source,
-        threads=bench_threads,
         **parity,
     )
-    if not benchmark.disabled:
-        warmup = request.config.getoption("--bench-warmup")
-        benchmark.extra_info["warmup_calls"] = warmup
-        for _ in range(warmup):
-            call(None)
+    warm_up(benchmark, request.config, call, None)
     benchmark(call, None)
 
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 import torch
 
 from bench.cases import BenchCase
-from bench.measure import synchronized
+from bench.measure import case_info, synchronized, warm_up
 from bench.profiling import peak_memory
-from impl import count_parameters, get_spec
+from impl import get_spec
 from impl.backends import get_backend
 
 KINDS = ("inference", "quantised", "compile")
@@ -42,31 +42,15 @@ def bench_inference(
 
     benchmark.group = case.group
     benchmark.extra_info.update(
-        kind=case.kind,
-        model=case.model,
-        size=case.size,
-        family=spec.family,
-        curriculum=spec.curriculum,
-        backend=case.backend,
-        device=case.device,
-        batch_size=case.batch_size,
-        phase=case.phase,
-        precision=case.precision,
-        input_shapes=[list(x.shape) for x in inputs],
-        params=count_parameters(model),
+        **case_info(case, model, inputs, bench_threads),
         flops=prepared_models.flops(case.model, case.size, case.device, inputs),
         parity_max_abs_diff=max_abs_diff,
         parity_ok=backend.parity_ok(output.cpu(), reference.cpu()),
         peak_memory_bytes=peak_bytes,
         memory_source=memory_source,
-        threads=bench_threads,
         inputs_on_device=True,
         **prepared_models.quality(case.model, case.size, case.device, case.backend),
         **runner.info,
     )
-    if not benchmark.disabled:
-        warmup = request.config.getoption("--bench-warmup")
-        benchmark.extra_info["warmup_calls"] = warmup
-        for _ in range(warmup):
-            run(native)
+    warm_up(benchmark, request.config, run, native)
     benchmark(run, native)

@@ -18,9 +18,9 @@ import dataclasses
 from pathlib import Path
 
 from bench.cases import BenchCase
-from bench.measure import synchronized
+from bench.measure import case_info, synchronized
 from bench.profiling import profile_calls
-from impl import count_parameters, get_spec
+from impl import get_spec
 
 KINDS = ("profile",)
 PROFILED_CALLS = 5
@@ -53,19 +53,7 @@ def bench_profile(
     benchmark.pedantic(profile_window, rounds=1, iterations=1, warmup_rounds=0)
     profile = profiles[-1]
     benchmark.extra_info.update(
-        kind=case.kind,
-        model=case.model,
-        size=case.size,
-        family=spec.family,
-        curriculum=spec.curriculum,
-        backend=case.backend,
-        device=case.device,
-        batch_size=case.batch_size,
-        phase=case.phase,
-        precision=case.precision,
-        input_shapes=[list(x.shape) for x in inputs],
-        params=count_parameters(model),
-        threads=bench_threads,
+        **case_info(case, model, inputs, bench_threads),
         profiled_calls=profile.calls,
         total_self_ms=profile.total_self_ms,
         hot_spots=[dataclasses.asdict(spot) for spot in profile.hot_spots],

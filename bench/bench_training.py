@@ -12,10 +12,10 @@ from __future__ import annotations
 import torch
 
 from bench.cases import BenchCase
-from bench.measure import count_training_flops, synchronized
+from bench.measure import case_info, count_training_flops, synchronized, warm_up
 from bench.profiling import peak_memory
 from bench.steps import TrainingStep
-from impl import count_parameters, get_spec
+from impl import get_spec
 
 KINDS = ("training",)
 
@@ -34,30 +34,14 @@ def bench_training(benchmark, case: BenchCase, bench_threads: int, request) -> N
 
     benchmark.group = case.group
     benchmark.extra_info.update(
-        kind=case.kind,
-        model=case.model,
-        size=case.size,
-        family=spec.family,
-        curriculum=spec.curriculum,
-        backend=case.backend,
-        device=case.device,
-        batch_size=case.batch_size,
-        phase=case.phase,
-        precision=case.precision,
-        input_shapes=[list(x.shape) for x in inputs],
-        params=count_parameters(model),
+        **case_info(case, model, inputs, bench_threads),
         flops=flops,
         optimizer="Adam(lr=1e-3)",
         peak_memory_bytes=peak_bytes,
         memory_source=memory_source,
-        threads=bench_threads,
         inputs_on_device=True,
     )
-    if not benchmark.disabled:
-        warmup = request.config.getoption("--bench-warmup")
-        benchmark.extra_info["warmup_calls"] = warmup
-        for _ in range(warmup):
-            timed_step(None)
+    warm_up(benchmark, request.config, timed_step, None)
     benchmark(timed_step, None)
 
     benchmark.extra_info.update(

@@ -1,17 +1,22 @@
-"""What a benchmark records besides time: FLOPs per call or step, and a device-synchronised call."""
+"""What a benchmark records besides time: FLOPs per call or step, its case, and the calls around
+the timed ones (device-synchronised, warm-up)."""
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.profiling import matmul_peak_gflops
+from impl import count_parameters, get_spec
+
+if TYPE_CHECKING:
+    from bench.cases import BenchCase
 
 
 def count_flops(model: nn.Module, inputs: tuple[Tensor, ...]) -> int:
@@ -83,3 +88,35 @@ def matmul_peaks(devices: Iterable[str], threads: int) -> dict[str, dict[str, fl
         }
         for device in devices
     }
+
+
+def case_info(case: BenchCase, model: nn.Module, inputs: tuple[Tensor, ...], threads: int) -> dict:
+    """What every benchmark row carries about its case, whatever its kind: the case columns, the
+    model's family and curriculum item, the inputs' shapes, the parameter count, the threads."""
+    spec = get_spec(case.model)
+    return {
+        "kind": case.kind,
+        "model": case.model,
+        "size": case.size,
+        "family": spec.family,
+        "curriculum": spec.curriculum,
+        "backend": case.backend,
+        "device": case.device,
+        "batch_size": case.batch_size,
+        "phase": case.phase,
+        "precision": case.precision,
+        "input_shapes": [list(x.shape) for x in inputs],
+        "params": count_parameters(model),
+        "threads": threads,
+    }
+
+
+def warm_up(benchmark, config, call: Callable[[Any], Any], argument: Any) -> None:
+    """``--bench-warmup`` untimed calls before pytest-benchmark times ``call(argument)``, recorded
+    as ``warmup_calls``; none when benchmarks are disabled (the body then runs once)."""
+    if benchmark.disabled:
+        return
+    warmup = config.getoption("--bench-warmup")
+    benchmark.extra_info["warmup_calls"] = warmup
+    for _ in range(warmup):
+        call(argument)
