@@ -38,7 +38,10 @@ def bench_inference(
         reference = model(*inputs)
     output = runner.to_torch(run(native))
     max_abs_diff = float((output.float().cpu() - reference.float().cpu()).abs().max())
-    peak_bytes, memory_source = peak_memory(lambda: run(native), case.device)
+    if backend.torch_allocator:
+        peak_bytes, memory_source = peak_memory(lambda: run(native), case.device)
+    else:
+        peak_bytes, memory_source = None, f"not measured: {backend.name} allocates outside torch"
 
     benchmark.group = case.group
     benchmark.extra_info.update(

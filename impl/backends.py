@@ -54,6 +54,8 @@ class Backend:
     atol: float = 0.0
     # int8 backends: parity is an SQNR of at least this many dB against eager float32 instead
     min_sqnr_db: float | None = None
+    # its memory comes from torch's allocator, so torch's profiler and CUDA counters see it
+    torch_allocator: bool = True
 
     def parity_ok(self, output: Tensor, reference: Tensor) -> bool:
         """Whether a backend output is close enough to eager float32: an SQNR floor for int8
@@ -193,6 +195,7 @@ _BACKENDS = {
             "torch.onnx.export (dynamo) + onnxruntime CPUExecutionProvider",
             rtol=1e-3,
             atol=1e-5,
+            torch_allocator=False,
         ),
         # int8 is judged by SQNR, not by a tolerance: see Backend.min_sqnr_db
         Backend(
