@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.cases import BenchCase
 from bench.measure import case_info, synchronized
-from bench.profiling import profile_calls
+from bench.profiling import Profile, profile_calls
 from impl import get_spec
 
 KINDS = ("profile",)
@@ -36,22 +36,18 @@ def bench_profile(
     inputs = tuple(x.to(case.device) for x in spec.inputs(cfg, case.batch_size, seed=1))
     runner = prepared_models.runner(case.model, case.size, case.device, case.backend)
     run = synchronized(runner.run, case.device)
-    profiles = []
 
-    def profile_window():
-        profiles.append(
-            profile_calls(
-                lambda: run(inputs),
-                case.device,
-                calls=PROFILED_CALLS,
-                top_k=TOP_K,
-                trace_dir=trace_dir / case.id,
-            )
+    def profile_window() -> Profile:
+        return profile_calls(
+            lambda: run(inputs),
+            case.device,
+            calls=PROFILED_CALLS,
+            top_k=TOP_K,
+            trace_dir=trace_dir / case.id,
         )
 
     benchmark.group = case.group
-    benchmark.pedantic(profile_window, rounds=1, iterations=1, warmup_rounds=0)
-    profile = profiles[-1]
+    profile = benchmark.pedantic(profile_window, rounds=1, iterations=1, warmup_rounds=0)
     benchmark.extra_info.update(
         **case_info(case, model, inputs, bench_threads),
         profiled_calls=profile.calls,

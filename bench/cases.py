@@ -195,12 +195,11 @@ def bench_cases(
     """Every case of the selection, those that cannot run here with their ``skip`` reason; unknown
     names raise ``BenchConfigError`` naming them.
 
-    ``quick`` keeps a quick run's cost per model flat as models are added: each model at its
-    ``quick_size`` where no sizes are named, and the throughput kinds (training, amp, profile) at
-    the largest selected batch only; latency kinds keep every batch.
+    ``sizes`` None means each model's default: "full". ``quick`` keeps a quick run's cost per
+    model flat as models are added: each model at its ``quick_size`` where no sizes are named,
+    and the throughput kinds (training, amp, profile) at the largest selected batch only; latency
+    kinds keep every batch.
     """
-    if sizes is None and not quick:
-        sizes = ("full",)
     models = list_models() if models is None else list(models)
     devices = default_devices() if devices is None else tuple(devices)
     backends = None if backends is None else list(backends)
@@ -212,7 +211,8 @@ def bench_cases(
     except KeyError as error:
         raise BenchConfigError(str(error.args[0])) from None
     chosen_kinds = _chosen_kinds(kinds, backends)
-    sizes_of = {spec.name: [spec.quick_size] if sizes is None else list(sizes) for spec in specs}
+    default_size = (lambda spec: spec.quick_size) if quick else (lambda spec: "full")
+    sizes_of = {spec.name: [default_size(spec)] if sizes is None else list(sizes) for spec in specs}
     for spec in specs:
         for size in sizes_of[spec.name]:
             if size not in spec.sizes:

@@ -54,7 +54,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+SELECTED = pytest.StashKey[list[BenchCase]]()
+
+
 def _selected_cases(config: pytest.Config) -> list[BenchCase]:
+    """The selection, worked out once per session: each benchmark module, the machine-info hook
+    and the JSON hook all read it."""
+    if SELECTED not in config.stash:
+        config.stash[SELECTED] = _select(config)
+    return config.stash[SELECTED]
+
+
+def _select(config: pytest.Config) -> list[BenchCase]:
     try:
         batch_sizes = [int(b) for b in split_names(config.getoption("--bench-batch-sizes")) or []]
         cases = bench_cases(

@@ -6,18 +6,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench.cases import AMP_PRECISIONS, PRECISION_NEEDS, BenchCase
 from bench.profiling import matmul_peak_gflops
 from impl import count_parameters, get_spec
 from impl.machine import ONEDNN_BF16
-
-if TYPE_CHECKING:
-    from bench.cases import BenchCase
 
 
 def count_flops(model: nn.Module, inputs: tuple[Tensor, ...]) -> int:
@@ -85,8 +83,6 @@ PEAK_NEEDS = {("cpu", "bfloat16"): (ONEDNN_BF16,)}
 def matmul_peaks(devices: Iterable[str], threads: int) -> dict[str, dict[str, float]]:
     """This machine's matmul GFLOP/s per device and precision (float32 and the autocast dtypes),
     measured once per run: the base of every row's % of peak."""
-    from bench.cases import AMP_PRECISIONS, PRECISION_NEEDS
-
     needs = {**PRECISION_NEEDS, **PEAK_NEEDS}
     return {
         device: {

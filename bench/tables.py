@@ -193,11 +193,16 @@ def _save(plt, fig, path: Path) -> None:
     plt.close(fig)
 
 
-def latency_plot(measured: pd.DataFrame, path: Path) -> bool:
-    """Median latency (bars from q1 to q3) per model and backend, a panel per device and batch."""
+def latency_plot(measured: pd.DataFrame, path: Path) -> None:
+    """Median latency (bars from q1 to q3) per model and backend, a panel per device and batch;
+    always drawn, saying so when no case was measured."""
     rows = _kind(measured, *LATENCY_KINDS)
     if rows.empty:
-        return False
+        plt, fig, axes = _figure(1, height=1.5)
+        axes[0].axis("off")
+        axes[0].text(0.5, 0.5, "no case was measured", ha="center", va="center")
+        _save(plt, fig, path)
+        return
     has_cases = "backend" in rows.columns
     rows = rows.assign(
         label=rows["model"] + "." + rows["size"] if has_cases else rows["name"],
@@ -229,7 +234,6 @@ def latency_plot(measured: pd.DataFrame, path: Path) -> bool:
         ax.set_ylabel("ms (log scale)")
         ax.legend(title="backend", fontsize="small")
     _save(plt, fig, path)
-    return True
 
 
 def amp_plot(table: pd.DataFrame, path: Path) -> bool:
