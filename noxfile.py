@@ -11,9 +11,10 @@ nox.options.default_venv_backend = "virtualenv"
 
 @nox.session
 def checks(session: nox.Session) -> None:
-    """Property checks of every model and technique, plus every benchmark body run once."""
+    """Property checks of every model and technique, plus every benchmark body run once on the
+    cases of a quick run (each model at its quick size)."""
     session.install("-e", ".")
-    session.run("pytest", "--benchmark-disable", *session.posargs)
+    session.run("pytest", "--benchmark-disable", "--bench-quick", *session.posargs)
 
 
 @nox.session

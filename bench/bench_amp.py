@@ -27,6 +27,7 @@ from bench.profiling import peak_memory
 from bench.steps import TrainingStep, autocast_forward, loss_after_steps
 from impl import get_spec
 from impl.machine import ONEDNN_BF16
+from impl.tasks import max_abs_diff, output_tensors
 
 KINDS = ("amp",)
 PARITY_STEPS = 5
@@ -36,7 +37,7 @@ def bench_amp(benchmark, case: BenchCase, bench_threads: int, request) -> None:
     spec = get_spec(case.model)
     cfg = spec.config(case.size)
     inputs = tuple(x.to(case.device) for x in spec.inputs(cfg, case.batch_size, seed=1))
-    targets = spec.make_targets(cfg, case.batch_size, seed=1).to(case.device)
+    targets = spec.make_targets(cfg, inputs, seed=1)
 
     def build() -> torch.nn.Module:
         torch.manual_seed(0)
@@ -65,15 +66,13 @@ def bench_amp(benchmark, case: BenchCase, bench_threads: int, request) -> None:
 def _inference(case: BenchCase, model: torch.nn.Module, inputs: tuple[torch.Tensor, ...]):
     """The autocast forward; parity of its output with the float32 output."""
     forward = autocast_forward(model, case.device, case.precision)
-    reference = autocast_forward(model, case.device, "float32")(inputs).float()
-    output = forward(inputs).float()
-    if not torch.isfinite(output).all():
+    reference = output_tensors(autocast_forward(model, case.device, "float32")(inputs))
+    output = output_tensors(forward(inputs))
+    if not all(torch.isfinite(out).all() for out in output.values()):
         raise FloatingPointError(f"{case.precision} autocast output has inf or NaN")
-    diff = float((output - reference).abs().max())
-    parity = {
-        "max_abs_diff": diff,
-        "max_rel_diff": diff / max(float(reference.abs().max()), 1e-12),
-    }
+    diff = max_abs_diff(output, reference)
+    largest = max(float(ref.float().abs().max()) for ref in reference.values())
+    parity = {"max_abs_diff": diff, "max_rel_diff": diff / max(largest, 1e-12)}
     call = synchronized(lambda _: forward(inputs), case.device)
     return call, parity, count_flops(model, inputs)
 

@@ -19,6 +19,7 @@ from bench.measure import case_info, synchronized, warm_up
 from bench.profiling import peak_memory
 from impl import get_spec
 from impl.backends import get_backend
+from impl.tasks import max_abs_diff
 
 KINDS = ("inference", "quantised", "compile")
 
@@ -37,7 +38,6 @@ def bench_inference(
     with torch.inference_mode():
         reference = model(*inputs)
     output = runner.to_torch(run(native))
-    max_abs_diff = float((output.float().cpu() - reference.float().cpu()).abs().max())
     if backend.torch_allocator:
         peak_bytes, memory_source = peak_memory(lambda: run(native), case.device)
     else:
@@ -47,8 +47,8 @@ def bench_inference(
     benchmark.extra_info.update(
         **case_info(case, model, inputs, bench_threads),
         flops=prepared_models.flops(case.model, case.size, case.device, inputs),
-        parity_max_abs_diff=max_abs_diff,
-        parity_ok=backend.parity_ok(output.cpu(), reference.cpu()),
+        parity_max_abs_diff=max_abs_diff(output, reference),
+        parity_ok=backend.parity_ok(output, reference),
         peak_memory_bytes=peak_bytes,
         memory_source=memory_source,
         inputs_on_device=True,

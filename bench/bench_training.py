@@ -24,7 +24,7 @@ def bench_training(benchmark, case: BenchCase, bench_threads: int, request) -> N
     spec = get_spec(case.model)
     cfg = spec.config(case.size)
     inputs = tuple(x.to(case.device) for x in spec.inputs(cfg, case.batch_size, seed=1))
-    targets = spec.make_targets(cfg, case.batch_size, seed=1).to(case.device)
+    targets = spec.make_targets(cfg, inputs, seed=1)
     torch.manual_seed(0)
     model = spec.create(case.size).to(case.device)
     flops = count_training_flops(model, spec.loss, inputs, targets)

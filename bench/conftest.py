@@ -2,7 +2,8 @@
 
 Plain ``pytest bench/ --benchmark-only --benchmark-json=out.json`` benchmarks every case of the
 default kinds; ``--bench-kinds``, ``--bench-models``, ``--bench-sizes``, ``--bench-devices``,
-``--bench-backends`` and ``--bench-batch-sizes`` narrow it; ``--bench-cases`` picks cases by id
+``--bench-backends`` and ``--bench-batch-sizes`` narrow it, ``--bench-quick`` takes the selection of
+``torchgauge run --quick``; ``--bench-cases`` picks cases by id
 (what ``torchgauge run``'s workers do). Each ``bench_*.py`` module names the kinds its body
 measures (``KINDS``) and gets their cases. With ``--benchmark-disable`` each body runs once (smoke
 test). A case that cannot run on this machine is skipped with its reason, and listed in the JSON
@@ -33,7 +34,13 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help=f"comma-separated, from {', '.join(KINDS)} (default: all but compile)",
     )
     group.addoption("--bench-models", help="comma-separated model names (default: all registered)")
-    group.addoption("--bench-sizes", default="full", help="comma-separated sizes (default: full)")
+    group.addoption("--bench-sizes", help="comma-separated sizes (default: full)")
+    group.addoption(
+        "--bench-quick",
+        action="store_true",
+        help="the selection of `torchgauge run --quick`: each model at its quick size unless "
+        "--bench-sizes names sizes, throughput kinds at the largest batch only",
+    )
     group.addoption("--bench-devices", help="cpu,cuda (default: cpu, plus cuda when available)")
     group.addoption("--bench-backends", help="comma-separated backends (default: all)")
     group.addoption("--bench-batch-sizes", default="1,32", help="comma-separated (default: 1,32)")
@@ -68,13 +75,15 @@ def _selected_cases(config: pytest.Config) -> list[BenchCase]:
 def _select(config: pytest.Config) -> list[BenchCase]:
     try:
         batch_sizes = [int(b) for b in split_names(config.getoption("--bench-batch-sizes")) or []]
+        quick = config.getoption("--bench-quick")
         cases = bench_cases(
             models=split_names(config.getoption("--bench-models")),
-            sizes=split_names(config.getoption("--bench-sizes")) or ["full"],
+            sizes=split_names(config.getoption("--bench-sizes")) or (None if quick else ["full"]),
             devices=split_names(config.getoption("--bench-devices")),
             backends=split_names(config.getoption("--bench-backends")),
             batch_sizes=batch_sizes,
             kinds=split_names(config.getoption("--bench-kinds")),
+            quick=quick,
         )
     except (BenchConfigError, ValueError) as error:
         raise pytest.UsageError(f"torchgauge: {error}") from None

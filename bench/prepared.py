@@ -16,6 +16,7 @@ import torch
 from bench.measure import count_flops
 from impl import get_spec
 from impl.backends import Prepared, get_backend
+from impl.tasks import map_outputs
 from impl.techniques.quantization import sqnr_db, state_dict_bytes, top1_agreement
 
 # Backends are prepared from example inputs of this batch: more than 1, so no dimension is
@@ -24,6 +25,10 @@ EXAMPLE_BATCH = 32
 # Output quality (SQNR, top-1 agreement) is measured on one fixed batch of this many samples,
 # seeded apart from the inputs that calibrate and from those that are timed.
 QUALITY_BATCH, QUALITY_SEED = 64, 2
+
+
+def to_cpu_float(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor.float().cpu()
 
 
 class PreparedModels:
@@ -84,14 +89,18 @@ class PreparedModels:
                 for x in spec.inputs(spec.config(size), QUALITY_BATCH, seed=QUALITY_SEED)
             )
             with torch.inference_mode():
-                reference = model(*inputs).float().cpu()
-            output = runner(*inputs).float().cpu()
+                reference = map_outputs(to_cpu_float, model(*inputs))
+            output = map_outputs(to_cpu_float, runner(*inputs))
             float_bytes = state_dict_bytes(model)
             own_bytes = state_dict_bytes(runner.module) if runner.module is not None else None
             self._quality[key] = {
                 "quality_batch": QUALITY_BATCH,
                 "sqnr_db": sqnr_db(reference, output),
-                "top1_agreement": top1_agreement(reference, output) if spec.classifier else None,
+                "top1_agreement": (
+                    top1_agreement(spec.predicted(reference), spec.predicted(output))
+                    if spec.classifier
+                    else None
+                ),
                 "state_dict_bytes": own_bytes,
                 "float32_state_dict_bytes": float_bytes,
                 "compression": float_bytes / own_bytes if own_bytes else None,

@@ -58,7 +58,8 @@ class TrainingStep:
     ) -> None:
         self.model, self.loss, self.inputs, self.targets = model.train(), loss, inputs, targets
         self.device, self.precision = device, precision
-        self.optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        # the trainable parameters: a frozen backbone is not the optimiser's (transfer learning)
+        self.optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
         self.scaler = torch.amp.GradScaler(device, enabled=precision == "float16")
         self.losses: list[Tensor] = []
 

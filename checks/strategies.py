@@ -25,6 +25,10 @@ class InputDraw:
         """The model's example inputs for this draw."""
         return spec.inputs(cfg, self.batch_size, seed=self.seed, **self.dims)
 
+    def targets(self, spec: ModelSpec, cfg: Any, inputs: tuple[Tensor, ...]) -> Tensor:
+        """Targets for this draw's inputs, as the model's task makes them."""
+        return spec.make_targets(cfg, inputs, seed=self.seed, **self.dims)
+
 
 @st.composite
 def input_draws(

@@ -107,7 +107,8 @@ def test_an_unknown_kind_is_named() -> None:
 def test_training_steps_lower_the_loss_on_their_fixed_batch(steps: int) -> None:
     spec = get_spec("mlp_784_128_10")
     cfg = spec.config("tiny")
-    inputs, targets = spec.inputs(cfg, 16), spec.make_targets(cfg, 16)
+    inputs = spec.inputs(cfg, 16)
+    targets = spec.make_targets(cfg, inputs)
     torch.manual_seed(0)
     step = TrainingStep(spec.create("tiny"), spec.loss, inputs, targets, device="cpu")
     for _ in range(steps):
@@ -120,7 +121,8 @@ def test_training_steps_lower_the_loss_on_their_fixed_batch(steps: int) -> None:
 def test_only_float16_scales_the_loss() -> None:
     spec = get_spec("mlp_784_128_10")
     cfg = spec.config("tiny")
-    args = (spec.create("tiny"), spec.loss, spec.inputs(cfg, 2), spec.make_targets(cfg, 2))
+    inputs = spec.inputs(cfg, 2)
+    args = (spec.create("tiny"), spec.loss, inputs, spec.make_targets(cfg, inputs))
     assert not TrainingStep(*args, device="cpu", precision="bfloat16").scaler.is_enabled()
     assert not TrainingStep(*args, device="cpu").scaler.is_enabled()
 
@@ -148,7 +150,8 @@ def test_bfloat16_training_tracks_float32_from_the_same_start(name: str) -> None
     if reason := spec.missing_reason(Cap.AMP, "cpu"):
         pytest.skip(reason)
     cfg = spec.config("tiny")
-    inputs, targets = spec.inputs(cfg, 16), spec.make_targets(cfg, 16)
+    inputs = spec.inputs(cfg, 16)
+    targets = spec.make_targets(cfg, inputs)
 
     def build() -> torch.nn.Module:
         torch.manual_seed(0)

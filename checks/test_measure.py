@@ -49,8 +49,7 @@ def test_mlp_training_flops_count_the_forward_and_both_backward_matmuls(batch: i
     first, second = 2 * batch * 784 * 128, 2 * batch * 128 * 10
     expected = 2 * first + 3 * second
     model = spec.create("full")
-    counted = count_training_flops(
-        model, spec.loss, spec.inputs(cfg, batch), spec.make_targets(cfg, batch)
-    )
+    inputs = spec.inputs(cfg, batch)
+    counted = count_training_flops(model, spec.loss, inputs, spec.make_targets(cfg, inputs))
     assert counted == expected
     assert all(p.grad is None for p in model.parameters())  # counting leaves no gradients behind

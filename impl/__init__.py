@@ -11,8 +11,28 @@ from impl.registry import (
     list_models,
     register_model,
 )
+from impl.tasks import (
+    BINARY,
+    CLASSIFICATION,
+    LANGUAGE_MODEL,
+    REGRESSION,
+    Task,
+    class_logits_shape,
+    output_shapes,
+    output_tensors,
+    scalar_shape,
+)
 
 __all__ = [
+    "BINARY",
+    "CLASSIFICATION",
+    "LANGUAGE_MODEL",
+    "REGRESSION",
+    "Task",
+    "class_logits_shape",
+    "output_shapes",
+    "output_tensors",
+    "scalar_shape",
     "Cap",
     "ModelSpec",
     "UnknownModelError",

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from impl.machine import CUDA, INT8_ENGINE, Feature
+from impl.tasks import CLASSIFICATION, Output, Shape, Task, output_tensors
 
 
 class Cap(StrEnum):
@@ -48,16 +49,6 @@ class UnknownModelError(KeyError):
         return str(self.args[0])
 
 
-def class_targets(cfg: Any, batch_size: int, generator: torch.Generator) -> Tensor:
-    """Random class labels in [0, cfg.num_classes): the targets of every classifier."""
-    return torch.randint(cfg.num_classes, (batch_size,), generator=generator)
-
-
-def class_logits_shape(cfg: Any, batch_size: int, **dims: int) -> tuple[int, int]:
-    """The output shape of every classifier: logits (B, cfg.num_classes)."""
-    return (batch_size, cfg.num_classes)
-
-
 @dataclass(frozen=True, kw_only=True)
 class ModelSpec:
     """Everything checks and benchmarks need to know about one model."""
@@ -72,12 +63,19 @@ class ModelSpec:
     sizes: Mapping[str, Any]
     # (cfg, batch_size, generator, **dims) -> forward args on the CPU, default dtype
     example_inputs: Callable[..., tuple[Tensor, ...]]
-    # (cfg, batch_size, **dims) -> the output shape
-    output_shape: Callable[..., tuple[int, ...]]
+    # (cfg, batch_size, **dims) -> the output shape; for a tuple or mapping output, a tuple or
+    # mapping of shapes (see ``output_tensors``)
+    output_shape: Callable[..., Shape | tuple[Shape, ...] | Mapping[str, Shape]]
     # cfg -> {dim name: (min, max)} for input dimensions other than batch, e.g. sequence length
     dynamic_dims: Callable[[Any], Mapping[str, tuple[int, int]]] = lambda cfg: {}
-    targets: Callable[[Any, int, torch.Generator], Tensor] = class_targets
-    loss: Callable[[Tensor, Tensor], Tensor] = F.cross_entropy
+    task: Task = CLASSIFICATION
+    # (cfg, inputs, output shape, generator) -> targets; the task's by default
+    targets: Callable[[Any, tuple[Tensor, ...], Any, torch.Generator], Tensor] | None = None
+    # the output the task scores (its name in ``output_tensors``; "" for a lone tensor)
+    prediction: str = ""
+    # (the model's whole output, targets) -> scalar loss; by default the task's loss of the
+    # ``prediction`` output. Declare one where the loss needs more than that output (a VAE's KL).
+    loss: Callable[[Any, Tensor], Tensor] | None = None
     caps: frozenset[Cap] = frozenset({Cap.EAGER})
     # declared capabilities that fail for a reason outside the model; checks expect them to fail
     # (strict xfail, so a fix upstream shows up) and benchmarks skip them
@@ -85,8 +83,25 @@ class ModelSpec:
     # machine features a declared capability needs on this model, beyond ``CAP_NEEDS``: checks and
     # benchmarks skip it, naming the feature, where the probe says this machine lacks it
     needs: Mapping[Cap, tuple[Feature, ...]] = dataclasses.field(default_factory=dict)
-    # text models: inputs are token ids right-padded with cfg.pad_token, and padding must not matter
+    # Declared properties; each one generates a check (checks/test_properties.py).
+    # Every integer input is token ids right-padded with cfg.pad_token, and appending pad tokens
+    # leaves every output unchanged at the real positions.
     padded_sequences: bool = False
+    # Inputs (by index) along whose dim 1 the model is causal: every output at position t (its
+    # dim 1) depends on those inputs' positions <= t only (a decoder, a causal language model).
+    causal_inputs: tuple[int, ...] = ()
+    # Permuting dim 1 (the sequence) of every input permutes dim 1 of every output the same way.
+    permutation_equivariant: bool = False
+    # The output is an affine function of the (float) inputs: no nonlinearity anywhere.
+    affine: bool = False
+    # (output name, input index): that output holds attention weights over dim 1 of that token
+    # input, on its last dim: they sum to 1 and are 0 at padding (``output_tensors`` names outputs)
+    attention_weights: tuple[str, int] | None = None
+    # Layers with batch statistics (BatchNorm) cannot train on fewer samples than this.
+    min_train_batch: int = 1
+    # model -> a module made of PyTorch's own layers, weights and buffers copied from ``model``,
+    # that computes the same function in training and eval mode (e.g. nn.MultiheadAttention)
+    reference: Callable[[nn.Module], nn.Module] | None = None
     full_params: int | None = None  # parameter count of "full", from the curriculum or by hand
     # the size ``torchgauge run --quick`` measures: "full" unless full is too heavy for minutes
     # on a 2-core CPU (then a smaller named size; the full one is measured by a full run)
@@ -100,7 +115,11 @@ class ModelSpec:
     @property
     def classifier(self) -> bool:
         """Outputs class logits (B, K), so top-1 agreement and accuracy apply."""
-        return self.output_shape is class_logits_shape
+        return self.task is CLASSIFICATION
+
+    def predicted(self, output: Output) -> Tensor:
+        """The output that the task scores: logits, a regression value."""
+        return output_tensors(output)[self.prediction]
 
     def supports(self, cap: Cap) -> bool:
         """Declared and not known to fail (on any machine; see ``missing`` for this one)."""
@@ -144,11 +163,21 @@ class ModelSpec:
         generator = torch.Generator().manual_seed(seed)
         return self.example_inputs(cfg, batch_size, generator, **dims)
 
-    def make_targets(self, cfg: Any, batch_size: int, *, seed: int = 0) -> Tensor:
-        return self.targets(cfg, batch_size, torch.Generator().manual_seed(seed))
+    def make_targets(
+        self, cfg: Any, inputs: tuple[Tensor, ...], *, seed: int = 0, **dims: int
+    ) -> Tensor:
+        """Deterministic targets for ``inputs`` (made with the same ``dims``), on their device."""
+        shape = self.output_shape(cfg, inputs[0].shape[0], **dims)
+        targets = self.targets(cfg, inputs, shape, torch.Generator().manual_seed(seed))
+        return targets.to(inputs[0].device)
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+
+
+def _task_loss(task: Task, prediction: str, output: Output, targets: Tensor) -> Tensor:
+    """The default loss of a model: its task's loss on the output it predicts with."""
+    return task.loss(output_tensors(output)[prediction], targets)
 
 
 def register_model(
@@ -171,6 +200,13 @@ def register_model(
             stray = set(spec_fields.get(field, {})) - caps
             if stray:
                 raise ValueError(f"model {name!r}: {field} {sorted(stray)} are not declared caps")
+        task = spec_fields.setdefault("task", CLASSIFICATION)
+        spec_fields["targets"] = spec_fields.get("targets") or task.targets
+        spec_fields["loss"] = spec_fields.get("loss") or functools.partial(
+            _task_loss, task, spec_fields.get("prediction", "")
+        )
+        if spec_fields.get("min_train_batch", 1) < 1:
+            raise ValueError(f"model {name!r}: min_train_batch must be >= 1")
         _REGISTRY[name] = ModelSpec(
             name=name, build=builder, summary=summary, caps=caps, **spec_fields
         )

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from impl.registry import Cap, class_logits_shape, register_model
+from impl.registry import Cap, register_model
+from impl.tasks import class_logits_shape
 
 
 @dataclass(frozen=True)

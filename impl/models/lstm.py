@@ -16,7 +16,8 @@ from torch import Tensor, nn
 
 from impl.machine import ONEDNN_BF16
 from impl.models._tokens import padded_token_inputs, sequence_dims
-from impl.registry import Cap, class_logits_shape, register_model
+from impl.registry import Cap, register_model
+from impl.tasks import class_logits_shape
 
 
 @dataclass(frozen=True)

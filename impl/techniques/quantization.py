@@ -35,6 +35,8 @@ from torch.ao.quantization import (
     quantize_dynamic,
 )
 
+from impl.tasks import Output, output_tensors
+
 
 def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
     """A copy of ``model`` in eval mode with every Linear and LSTM replaced by its int8 dynamic
@@ -103,14 +105,18 @@ def state_dict_bytes(model: nn.Module) -> int:
     return buffer.getbuffer().nbytes
 
 
-def sqnr_db(reference: Tensor, approx: Tensor) -> float:
+def sqnr_db(reference: Output, approx: Output) -> float:
     """Signal-to-quantisation-noise ratio 20 log10(|x| / |x - x_hat|) in dB; +inf when equal.
+    For a model with several outputs (``impl.tasks.output_tensors``), the worst of them.
 
     The measure of PyTorch's quantisation tests and torchao (verification.md, P-q): 20 dB is a
     10% relative L2 error, 40 dB 1%. Computed in float64, so it also takes bfloat16 or float16
     output (autocast). ``torch.ao.ns.fx.utils.compute_sqnr`` computes the same formula but
     returns None for any dtype other than float32, and a tensor rather than a number.
     """
+    if not isinstance(reference, Tensor):
+        named = output_tensors(approx)
+        return min(sqnr_db(r, named[name]) for name, r in output_tensors(reference).items())
     if reference.shape != approx.shape:
         raise ValueError(f"shapes differ: {list(reference.shape)} vs {list(approx.shape)}")
     reference, approx = reference.double(), approx.double()
