@@ -110,9 +110,11 @@ def cmd_list(args: argparse.Namespace) -> int:
             (
                 name,
                 spec.family,
+                spec.task.name,
                 spec.curriculum or "-",
                 f"{spec.full_params:,}" if spec.full_params else "-",
                 ",".join(sorted(spec.sizes)),
+                spec.quick_size,
                 ",".join(backends),
                 ",".join(kinds),
                 spec.summary,
@@ -121,9 +123,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     header = (
         "model",
         "family",
+        "task",
         "curriculum",
         "full params",
         "sizes",
+        "quick size",
         "backends",
         "kinds",
         "summary",

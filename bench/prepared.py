@@ -19,9 +19,6 @@ from impl.backends import Prepared, get_backend
 from impl.tasks import map_outputs
 from impl.techniques.quantization import sqnr_db, state_dict_bytes, top1_agreement
 
-# Backends are prepared from example inputs of this batch: more than 1, so no dimension is
-# specialised to 1, and enough samples to calibrate static quantisation's activation ranges.
-EXAMPLE_BATCH = 32
 # Output quality (SQNR, top-1 agreement) is measured on one fixed batch of this many samples,
 # seeded apart from the inputs that calibrate and from those that are timed.
 QUALITY_BATCH, QUALITY_SEED = 64, 2
@@ -33,7 +30,8 @@ def to_cpu_float(tensor: torch.Tensor) -> torch.Tensor:
 
 class PreparedModels:
     """Builds each model once per (name, size, device), seeded, in eval mode, and each backend
-    once on top of it, from example inputs of ``EXAMPLE_BATCH`` samples."""
+    once on top of it, from example inputs of the backend's ``example_batch`` samples (more than
+    1, so that no dimension is specialised to 1)."""
 
     def __init__(self, workdir: Path, threads: int) -> None:
         self.workdir, self.threads = workdir, threads
@@ -53,7 +51,8 @@ class PreparedModels:
         key = (name, size, device, backend)
         if key not in self._runners:
             spec = get_spec(name)
-            example = tuple(x.to(device) for x in spec.inputs(spec.config(size), EXAMPLE_BATCH))
+            batch = get_backend(backend).example_batch
+            example = tuple(x.to(device) for x in spec.inputs(spec.config(size), batch))
             out = self.workdir / "-".join(key)
             out.mkdir(parents=True, exist_ok=True)
             with warnings.catch_warnings():

@@ -116,10 +116,14 @@ def test_same_seed_same_model_and_inputs(name: str, seed: int) -> None:
     assert all(torch.equal(a, b) for a, b in zip(x1, x2, strict=True))
     with torch.no_grad():
         assert_outputs_equal(first.eval()(*x1), second.eval()(*x2))
+    # weight matrices and kernels are initialised at random; a model of vectors alone (BatchNorm:
+    # ones and zeros) starts the same whatever the seed
     other = build(name, seed + 1)
-    assert any(
-        not torch.equal(a, b) for a, b in zip(first.parameters(), other.parameters(), strict=True)
-    ), "a different seed must give different weights"
+    pairs = zip(first.parameters(), other.parameters(), strict=True)
+    random_init = [(a, b) for a, b in pairs if a.dim() > 1]
+    assert not random_init or any(not torch.equal(a, b) for a, b in random_init), (
+        "a different seed must give different weights"
+    )
 
 
 @pytest.mark.parametrize("name", MODELS)

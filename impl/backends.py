@@ -57,6 +57,9 @@ class Backend:
     min_sqnr_db: float | None = None
     # its memory comes from torch's allocator, so torch's profiler and CUDA counters see it
     torch_allocator: bool = True
+    # samples in the example batch it is prepared from: an exporter needs a few, static int8
+    # calibrates its activation ranges on them and needs many (32 clip a regression output)
+    example_batch: int = 32
 
     def parity_ok(self, output: Output, reference: Output) -> bool:
         """Whether a backend output is close enough to eager float32: an SQNR floor for int8
@@ -220,6 +223,7 @@ _BACKENDS = {
             _prepare_quant_static,
             "eager post-training static int8: stubs, engine qconfig, calibrate, convert",
             min_sqnr_db=20.0,
+            example_batch=256,
         ),
         # inductor reorders float sums; 1e-4 as TorchScript
         Backend(

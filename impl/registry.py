@@ -242,9 +242,12 @@ def get_spec(name: str) -> ModelSpec:
         return _REGISTRY[name]
     except KeyError:
         close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.4)
-        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        if close:  # the list of every model would bury the likely one
+            raise UnknownModelError(
+                f"unknown model {name!r}; did you mean {', '.join(close)}?"
+            ) from None
         raise UnknownModelError(
-            f"unknown model {name!r}{hint} (known: {', '.join(sorted(_REGISTRY))})"
+            f"unknown model {name!r} (known: {', '.join(sorted(_REGISTRY))})"
         ) from None
 
 
