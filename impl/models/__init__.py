@@ -1,5 +1,35 @@
 """Importing this package registers every model; one model family per module."""
 
-from impl.models import cnn, lstm, mlp, transformer
+from impl.models import (
+    attention,
+    batchnorm,
+    binary_mlp,
+    cnn,
+    fusion,
+    linear,
+    lstm,
+    mlp,
+    regression_mlp,
+    resnet_transfer,
+    rnn,
+    seq2seq,
+    transformer,
+    transformer_lm,
+)
 
-__all__ = ["cnn", "lstm", "mlp", "transformer"]
+__all__ = [
+    "attention",
+    "batchnorm",
+    "binary_mlp",
+    "cnn",
+    "fusion",
+    "linear",
+    "lstm",
+    "mlp",
+    "regression_mlp",
+    "resnet_transfer",
+    "rnn",
+    "seq2seq",
+    "transformer",
+    "transformer_lm",
+]
