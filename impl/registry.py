@@ -27,7 +27,7 @@ class Cap(StrEnum):
 
     EAGER = "eager"
     TORCHSCRIPT = "torchscript"  # torch.jit.script, save and load
-    ONNX = "onnx"  # torch.onnx.export (dynamo) and onnxruntime
+    ONNX = "onnx"  # torch.onnx.export (dynamo) and onnxruntime; a model with one output tensor
     QUANT_DYNAMIC = "quant_dynamic"  # torch.ao.quantization.quantize_dynamic on Linear/LSTM
     QUANT_STATIC = "quant_static"  # eager post-training static int8: stubs, calibrate, convert
     AMP = "amp"  # torch.autocast forward (bfloat16 on CPU, float16 on CUDA)

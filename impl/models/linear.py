@@ -84,21 +84,23 @@ def _example_inputs(
 
 # TorchScript, ONNX, dynamic int8 and CPU autocast (addmm runs in bfloat16); static int8 runs but
 # is not declared (see the module docstring)
-_CAPS = {Cap.TORCHSCRIPT, Cap.ONNX, Cap.QUANT_DYNAMIC, Cap.AMP}
+_COMMON = {
+    "family": "linear",
+    "example_inputs": _example_inputs,
+    "output_shape": scalar_shape,
+    "task": REGRESSION,
+    "caps": {Cap.TORCHSCRIPT, Cap.ONNX, Cap.QUANT_DYNAMIC, Cap.AMP},
+    "affine": True,
+}
 SIZES_2 = {"tiny": LinearConfig(in_features=2), "full": LinearConfig(in_features=2)}
 SIZES_10 = {"tiny": LinearConfig(in_features=10), "full": LinearConfig(in_features=10)}
 SIZES_1 = {"tiny": LinearConfig(in_features=1), "full": LinearConfig(in_features=1)}
 
 
 @register_model(
-    family="linear",
+    **_COMMON,
     curriculum="001 Q5",
     sizes=SIZES_2,
-    example_inputs=_example_inputs,
-    output_shape=scalar_shape,
-    task=REGRESSION,
-    caps=_CAPS,
-    affine=True,
     full_params=3,  # catalog: Linear(2, 1), 2 weights + 1 bias
 )
 def linear_2_1(cfg: LinearConfig) -> LinearRegression:
@@ -107,14 +109,9 @@ def linear_2_1(cfg: LinearConfig) -> LinearRegression:
 
 
 @register_model(
-    family="linear",
+    **_COMMON,
     curriculum="000 §11.2",
     sizes=SIZES_10,
-    example_inputs=_example_inputs,
-    output_shape=scalar_shape,
-    task=REGRESSION,
-    caps=_CAPS,
-    affine=True,
     full_params=11,  # catalog: Linear(10, 1), 10 weights + 1 bias
 )
 def linear_10_1(cfg: LinearConfig) -> LinearRegression:
@@ -123,14 +120,9 @@ def linear_10_1(cfg: LinearConfig) -> LinearRegression:
 
 
 @register_model(
-    family="linear",
+    **_COMMON,
     curriculum="002 Q53",
     sizes=SIZES_1,
-    example_inputs=_example_inputs,
-    output_shape=scalar_shape,
-    task=REGRESSION,
-    caps=_CAPS,
-    affine=True,
     full_params=2,  # catalog: Linear(1, 1), 1 weight + 1 bias
 )
 def linreg_1d(cfg: LinearConfig) -> LinearRegression:

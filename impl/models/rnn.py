@@ -102,6 +102,13 @@ def _sequence_dims(cfg: RecurrentRegressorConfig) -> dict[str, tuple[int, int]]:
     return {"seq_len": (1, cfg.max_len)}
 
 
+_COMMON = {
+    "family": "recurrent",
+    "example_inputs": _example_inputs,
+    "output_shape": scalar_shape,
+    "dynamic_dims": _sequence_dims,
+    "task": REGRESSION,
+}
 _RNN_CAPS = {Cap.TORCHSCRIPT, Cap.ONNX, Cap.AMP}
 # torch's dynamic-shape RNN decompositions for ONNX cover LSTM and GRU (pytorch/pytorch#184872)
 _RNN_KNOWN_FAILURES = {
@@ -112,13 +119,9 @@ _RNN_KNOWN_FAILURES = {
 
 
 @register_model(
-    family="recurrent",
+    **_COMMON,
     curriculum="001 Q10",
     sizes=RNN_LAST_STEP_SIZES,
-    example_inputs=_example_inputs,
-    output_shape=scalar_shape,
-    dynamic_dims=_sequence_dims,
-    task=REGRESSION,
     caps=_RNN_CAPS,
     known_failures=_RNN_KNOWN_FAILURES,
     full_params=56,  # catalog: measured on the curriculum's own class (same layers)
@@ -129,13 +132,9 @@ def rnn_last_step(cfg: RecurrentRegressorConfig) -> RecurrentRegressor:
 
 
 @register_model(
-    family="recurrent",
+    **_COMMON,
     curriculum="002 Q30",
     sizes=RNN_TS_SIZES,
-    example_inputs=_example_inputs,
-    output_shape=scalar_shape,
-    dynamic_dims=_sequence_dims,
-    task=REGRESSION,
     caps=_RNN_CAPS,
     known_failures=_RNN_KNOWN_FAILURES,
     full_params=321,  # catalog: measured on the curriculum's own class (same layers)
@@ -146,13 +145,9 @@ def rnn_ts_regressor(cfg: RecurrentRegressorConfig) -> RecurrentRegressor:
 
 
 @register_model(
-    family="recurrent",
+    **_COMMON,
     curriculum="002 Q45",
     sizes=LSTM_FORECASTER_SIZES,
-    example_inputs=_example_inputs,
-    output_shape=scalar_shape,
-    dynamic_dims=_sequence_dims,
-    task=REGRESSION,
     caps={Cap.TORCHSCRIPT, Cap.ONNX, Cap.QUANT_DYNAMIC, Cap.AMP},
     # CPU autocast runs nn.LSTM in bfloat16, and oneDNN has no bfloat16 LSTM without native bf16
     needs={Cap.AMP: (ONEDNN_BF16,)},
