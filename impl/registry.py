@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from impl.machine import CUDA, INT8_ENGINE, Feature
-from impl.tasks import CLASSIFICATION, Output, Shape, Task, output_tensors
+from impl.tasks import CLASSIFICATION, Output, Shape, Task, output_shapes, output_tensors
 
 
 class Cap(StrEnum):
@@ -69,7 +69,7 @@ class ModelSpec:
     # cfg -> {dim name: (min, max)} for input dimensions other than batch, e.g. sequence length
     dynamic_dims: Callable[[Any], Mapping[str, tuple[int, int]]] = lambda cfg: {}
     task: Task = CLASSIFICATION
-    # (cfg, inputs, output shape, generator) -> targets; the task's by default
+    # (cfg, inputs, shape of the ``prediction`` output, generator) -> targets; the task's by default
     targets: Callable[[Any, tuple[Tensor, ...], Any, torch.Generator], Tensor] | None = None
     # the output the task scores (its name in ``output_tensors``; "" for a lone tensor)
     prediction: str = ""
@@ -166,8 +166,10 @@ class ModelSpec:
     def make_targets(
         self, cfg: Any, inputs: tuple[Tensor, ...], *, seed: int = 0, **dims: int
     ) -> Tensor:
-        """Deterministic targets for ``inputs`` (made with the same ``dims``), on their device."""
-        shape = self.output_shape(cfg, inputs[0].shape[0], **dims)
+        """Deterministic targets for ``inputs`` (made with the same ``dims``), on their device,
+        shaped for the ``prediction`` output."""
+        shapes = output_shapes(self.output_shape(cfg, inputs[0].shape[0], **dims))
+        shape = shapes[self.prediction]
         targets = self.targets(cfg, inputs, shape, torch.Generator().manual_seed(seed))
         return targets.to(inputs[0].device)
 
