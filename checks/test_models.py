@@ -71,10 +71,10 @@ def test_output_matches_shape_contract(name: str, data: st.DataObject) -> None:
     with torch.no_grad():
         outputs = output_tensors(model(*draw.inputs(spec, cfg)))
     declared = output_shapes(spec.output_shape(cfg, draw.batch_size, **draw.dims))
-    assert {name: tuple(out.shape) for name, out in outputs.items()} == declared
-    for name, out in outputs.items():
-        assert out.dtype == torch.float32, name
-        assert torch.isfinite(out).all(), name
+    assert {key: tuple(out.shape) for key, out in outputs.items()} == declared
+    for key, out in outputs.items():
+        assert out.dtype == torch.float32, key
+        assert torch.isfinite(out).all(), key
 
 
 @pytest.mark.parametrize("name", MODELS)
