@@ -35,19 +35,29 @@ from impl.tasks import class_logits_shape
 
 @dataclass(frozen=True)
 class CNNConfig:
-    image_size: int = 32  # square input; two 2x2 pools need a multiple of 4
+    image_size: int = 32  # square input; each stage's 2x2 pool halves it
     in_channels: int = 3
-    channels: tuple[int, int] = (32, 64)
+    channels: tuple[int, ...] = (32, 64)  # one conv stage per entry
     hidden_features: int = 128
     num_classes: int = 10
 
     def __post_init__(self) -> None:
-        if self.image_size % 4:
-            raise ValueError(f"image_size must be a multiple of 4, got {self.image_size}")
+        reduction = 2 ** len(self.channels)
+        if self.image_size % reduction:
+            raise ValueError(f"image_size must be a multiple of {reduction}, got {self.image_size}")
 
     @property
     def flat_features(self) -> int:
-        return self.channels[1] * (self.image_size // 4) ** 2  # 64 * 8 * 8 = 4096 at full size
+        """Features after the last pool: 64 * 8 * 8 = 4096 for Q27 v1, 128 * 4 * 4 = 2048 for v2."""
+        return self.channels[-1] * (self.image_size // 2 ** len(self.channels)) ** 2
+
+
+def check_image_input(x: Tensor, in_channels: int, image_size: int) -> None:
+    """A wrong input size fails here, naming the expected shape, rather than in a reshape."""
+    if x.dim() != 4 or list(x.shape[1:]) != [in_channels, image_size, image_size]:
+        raise ValueError(
+            f"expected input (B, {in_channels}, {image_size}, {image_size}), got {list(x.shape)}"
+        )
 
 
 SIZES = {
@@ -73,15 +83,7 @@ class CifarCNN(nn.Module):
         self.fc2 = nn.Linear(cfg.hidden_features, cfg.num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or list(x.shape[1:]) != [
-            self.in_channels,
-            self.image_size,
-            self.image_size,
-        ]:
-            raise ValueError(
-                f"expected input (B, {self.in_channels}, {self.image_size}, {self.image_size}), "
-                f"got {list(x.shape)}"
-            )
+        check_image_input(x, self.in_channels, self.image_size)
         x = self.pool(torch.relu(self.conv1(x)))  # (B, C1, H/2, W/2)
         x = self.pool(torch.relu(self.conv2(x)))  # (B, C2, H/4, W/4)
         x = x.flatten(1)  # (B, C2 * H/4 * W/4)
@@ -132,21 +134,10 @@ def cnn_earlystop_224(cfg: CNNConfig) -> CifarCNN:
 
 
 @dataclass(frozen=True)
-class CNN3Config:
-    image_size: int = 32  # square input; three 2x2 pools need a multiple of 8
-    in_channels: int = 3
-    channels: tuple[int, int, int] = (32, 64, 128)
+class CNN3Config(CNNConfig):
+    channels: tuple[int, ...] = (32, 64, 128)
     hidden_features: int = 512
-    dropout: float = 0.5
-    num_classes: int = 10
-
-    def __post_init__(self) -> None:
-        if self.image_size % 8:
-            raise ValueError(f"image_size must be a multiple of 8, got {self.image_size}")
-
-    @property
-    def flat_features(self) -> int:
-        return self.channels[2] * (self.image_size // 8) ** 2  # 128 * 4 * 4 = 2048 at full size
+    dropout: float = 0.5  # after fc1's ReLU
 
 
 CNN3_SIZES = {
@@ -174,15 +165,7 @@ class CifarCNN3(nn.Module):
         self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
-        if x.dim() != 4 or list(x.shape[1:]) != [
-            self.in_channels,
-            self.image_size,
-            self.image_size,
-        ]:
-            raise ValueError(
-                f"expected input (B, {self.in_channels}, {self.image_size}, {self.image_size}), "
-                f"got {list(x.shape)}"
-            )
+        check_image_input(x, self.in_channels, self.image_size)
         x = self.pool(torch.relu(self.conv1(x)))  # (B, C1, H/2, W/2)
         x = self.pool(torch.relu(self.conv2(x)))  # (B, C2, H/4, W/4)
         x = self.pool(torch.relu(self.conv3(x)))  # (B, C3, H/8, W/8)
