@@ -86,19 +86,21 @@ def _example_inputs(cfg, batch_size: int, generator: torch.Generator) -> tuple[T
 # int8 is not declared: it runs (Linear and ReLU quantise), but the one output of these untrained
 # nets, a small difference of 7-bit hidden activations, lands at 19-23 dB (calibrated on 32
 # samples) and 27-31 dB (on 256), at or near the backend's 20 dB floor, not reliably above it.
-_CAPS = {Cap.TORCHSCRIPT, Cap.ONNX, Cap.QUANT_DYNAMIC, Cap.AMP}
+_COMMON = {
+    "family": "mlp",
+    "example_inputs": _example_inputs,
+    "task": REGRESSION,
+    "caps": {Cap.TORCHSCRIPT, Cap.ONNX, Cap.QUANT_DYNAMIC, Cap.AMP},
+}
 
 SIZES = {"tiny": RegressionMLPConfig(), "full": RegressionMLPConfig()}
 
 
 @register_model(
-    family="mlp",
+    **_COMMON,
     curriculum="001 Q1",
     sizes=SIZES,
-    example_inputs=_example_inputs,
     output_shape=scalar_shape,
-    task=REGRESSION,
-    caps=_CAPS,
     full_params=601,  # catalog: Linear(10, 50) 550 + Linear(50, 1) 51
 )
 def mlp_10_50_1(cfg: RegressionMLPConfig) -> RegressionMLP:
@@ -113,13 +115,10 @@ DROPOUT_SIZES = {
 
 
 @register_model(
-    family="mlp",
+    **_COMMON,
     curriculum="001 Q3",
     sizes=DROPOUT_SIZES,
-    example_inputs=_example_inputs,
     output_shape=scalar_shape,
-    task=REGRESSION,
-    caps=_CAPS,
     full_params=601,  # catalog: as mlp_10_50_1; Dropout holds no parameters
 )
 def mlp_10_50_1_dropout(cfg: RegressionMLPConfig) -> RegressionMLP:
@@ -138,13 +137,10 @@ HIDDEN_SIZES = {
 
 
 @register_model(
-    family="mlp",
+    **_COMMON,
     curriculum="001 Q9",
     sizes=HIDDEN_SIZES,
-    example_inputs=_example_inputs,
     output_shape=scalar_shape,
-    task=REGRESSION,
-    caps=_CAPS,
     full_params=401,  # catalog: h = 100: Linear(2, 100) 300 + Linear(100, 1) 101
 )
 def mlp_2_h_1(cfg: RegressionMLPConfig) -> RegressionMLP:
@@ -195,13 +191,10 @@ SKIP_SIZES = {"tiny": SkipMLPConfig(), "full": SkipMLPConfig()}
 
 
 @register_model(
-    family="mlp",
+    **_COMMON,
     curriculum="002 Q32",
     sizes=SKIP_SIZES,
-    example_inputs=_example_inputs,
     output_shape=_skip_output_shape,
-    task=REGRESSION,
-    caps=_CAPS,
     # Linear(10, 20) 220 + Linear(20, 20) 420 + Linear(20, 1) 21; catalog: the seed's own class
     full_params=661,
 )
