@@ -1,11 +1,12 @@
 """The benchmark matrix, generated from the model, backend and kind registries.
 
 A *kind* is one measurement: inference latency, int8 variants, a training step, autocast against
-float32, a profile, ``torch.compile``. One case is (kind, model, size, device, backend, batch
-size, phase, precision). A kind pairs a model with the backends it measures when the model
-declares what they require. A case that cannot run here is kept, with the reason in ``skip``, so
-that reports show it as a row: the backend does not run on that device, the capability is a known
-upstream failure, or this machine lacks a feature it needs (``ModelSpec.needs``).
+float32, a profile, ``torch.compile``, instruction counts. One case is (kind, model, size, device,
+backend, batch size, phase, precision). A kind pairs a model with the backends it measures when
+the model declares what they require. A case that cannot run here is kept, with the reason in
+``skip``, so that reports show it as a row: the backend or the kind does not run on that device,
+the capability is a known upstream failure, or this machine lacks a feature that the model needs
+for it (``ModelSpec.needs``) or that the kind needs (``Kind.needs``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import torch
 
 from impl import Cap, ModelSpec, get_spec, list_models
 from impl.backends import Backend, get_backend, list_backends
-from impl.machine import CUDA_BF16, Feature
+from impl.machine import CUDA_BF16, VALGRIND, Feature
 
 DEFAULT_BATCH_SIZES = (1, 32)  # latency at batch 1, throughput at 32
 # autocast dtypes measured beside float32: CPU autocast is bfloat16; CUDA has float16 and bfloat16
@@ -42,11 +43,15 @@ class Kind:
     phases: tuple[str, ...] = ("inference",)
     precisions: Callable[[str], tuple[str, ...]] = _float32  # device -> precisions measured
     requires: Cap | None = None  # a capability needed beyond the backend's
-    default: bool = True  # measured when no kinds are named; compile is opt-in
+    default: bool = True  # measured when no kinds are named; compile and instructions are opt-in
     # case fields that tell apart the cases of one (model, size, device, backend, batch)
     variant_fields: tuple[str, ...] = ()
     # it measures throughput, so a quick run measures it at the largest selected batch only
     quick_largest_batch: bool = False
+    needs: tuple[Feature, ...] = ()  # machine features it needs whatever the model (valgrind)
+    # the devices it can measure on, and why only those: its cases elsewhere are skipped with that
+    devices: tuple[str, ...] = ("cpu", "cuda")
+    devices_why: str = ""
 
     def backends(self) -> list[str]:
         if not self.own_backends:
@@ -88,6 +93,15 @@ KINDS = {
             "compile",
             "torch.compile as a backend; the first call's compile time apart from steady state",
             own_backends=True,
+            default=False,
+        ),
+        Kind(
+            "instructions",
+            "instructions per eager forward call, counted by valgrind's callgrind: deterministic "
+            "where wall-clock time is noisy",
+            needs=(VALGRIND,),
+            devices=("cpu",),
+            devices_why="callgrind counts the CPU's instructions and does not see GPU work",
             default=False,
         ),
     )
@@ -144,12 +158,15 @@ def skip_reason(
     """Why ``kind`` cannot measure ``spec`` with ``backend`` on ``device`` here, or None."""
     if device not in backend.devices:
         return f"backend {backend.name} runs on {', '.join(backend.devices)} only"
+    if kind and device not in kind.devices:
+        return f"kind {kind.name} measures on {', '.join(kind.devices)} only: {kind.devices_why}"
     caps = [backend.requires] + ([kind.requires] if kind and kind.requires else [])
     for cap in caps:
         if cap in spec.known_failures:
             return f"known failure: {spec.known_failures[cap]}"
     reasons = [spec.missing_reason(cap, device) for cap in caps]
-    reasons += [f.missing_reason() for f in PRECISION_NEEDS.get((device, precision), ())]
+    features = (*PRECISION_NEEDS.get((device, precision), ()), *(kind.needs if kind else ()))
+    reasons += [feature.missing_reason() for feature in features if not feature.available]
     missing = [r for r in reasons if r]
     return "; ".join(dict.fromkeys(missing)) if missing else None
 

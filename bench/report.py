@@ -75,7 +75,9 @@ MACHINE_COLUMNS = {
 IDENTITY_COLUMNS = ("model", "size", "device", "backend", "batch_size")
 BEFORE_KINDS = {"kind": "inference", "phase": "inference", "precision": "float32"}
 # extra_info fields holding lists, kept in results.csv as JSON
-JSON_COLUMNS = ("input_shapes", "hot_spots")
+JSON_COLUMNS = ("input_shapes", "hot_spots", "instructions")
+# kinds whose timed quantity is a whole window or process, not one call: no throughput from it
+NOT_ONE_CALL = ("profile", "instructions")
 
 
 class ReportError(ValueError):
@@ -157,7 +159,7 @@ def _derived(row: dict, median_s: float, peaks: dict) -> dict:
     """Throughput and efficiency of a measured row. Throughput counts samples, not calls
     (catalog B35): batch / median seconds per call. GFLOP/s is FLOPs per call / median, and
     % of peak compares it with this machine's matmul rate in the row's precision. A profiled
-    window is not one call: it gets neither."""
+    window, or a valgrind process counting instructions, is not one call: it gets neither."""
     batch, flops, memory = row.get("batch_size"), row.get("flops"), row.get("peak_memory_bytes")
     derived = {
         "samples_per_s": None,
@@ -166,7 +168,7 @@ def _derived(row: dict, median_s: float, peaks: dict) -> dict:
         "pct_of_peak": None,
         "peak_memory_mb": memory / 1e6 if isinstance(memory, int) else None,
     }
-    if row.get("kind") == "profile" or median_s <= 0:
+    if row.get("kind") in NOT_ONE_CALL or median_s <= 0:
         return derived
     if isinstance(batch, int):
         derived["samples_per_s"] = batch / median_s

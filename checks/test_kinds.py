@@ -15,11 +15,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import bench.cases
-from bench.cases import DEFAULT_KINDS, KINDS, BenchConfigError
+from bench.cases import DEFAULT_KINDS, KINDS, BenchConfigError, skip_reason
 from bench.cases import bench_cases as selected_cases  # not bench_*: pytest would collect it
 from bench.steps import TrainingStep, autocast_forward, loss_after_steps
 from impl import Cap, get_spec, list_models
 from impl.backends import get_backend, list_backends
+from impl.machine import Feature
 
 BENCH_DIR = Path(__file__).parents[1] / "bench"
 
@@ -53,6 +54,7 @@ MEASURES = {
     "amp": lambda caps: Cap.AMP in caps,
     "profile": lambda caps: True,
     "compile": lambda caps: True,
+    "instructions": lambda caps: True,
 }
 
 
@@ -76,6 +78,7 @@ def test_a_model_declaring_only_eager_gets_the_kinds_that_need_nothing_more(monk
         ("training", "eager"),
         ("profile", "eager"),
         ("compile", "compile"),
+        ("instructions", "eager"),
     }
 
 
@@ -89,6 +92,14 @@ def test_amp_times_float32_beside_each_autocast_dtype_with_one_skip_reason() -> 
         assert sorted(c.precision for c in group) == ["bfloat16", "float32"]
         assert len({c.skip for c in group}) == 1  # a float32 baseline without its pair is useless
     assert {case.phase for case in cases} == {"inference", "training"}
+
+
+@pytest.mark.parametrize("present", [True, False])
+def test_a_precision_skips_only_where_a_feature_it_needs_is_missing(monkeypatch, present) -> None:
+    feature = Feature("wish", "cpu", "a probed feature", lambda: present, lambda: "as probed")
+    monkeypatch.setitem(bench.cases.PRECISION_NEEDS, ("cpu", "float32"), (feature,))
+    reason = skip_reason(get_spec("mlp_784_128_10"), get_backend("eager"), "cpu", KINDS["amp"])
+    assert reason == (None if present else feature.missing_reason())
 
 
 def test_compile_is_opt_in_and_a_named_backend_brings_its_kind() -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -58,6 +59,15 @@ def onednn_bf16_supported() -> bool:
 def int8_engine() -> str:
     """The quantised engine in effect: torch picks "x86" on x86 builds, "qnnpack" on Arm."""
     return torch.backends.quantized.engine
+
+
+# what torch.utils.benchmark.Timer.collect_callgrind runs: all three come with Debian's valgrind
+CALLGRIND_TOOLS = ("valgrind", "callgrind_control", "callgrind_annotate")
+
+
+def callgrind_tools() -> dict[str, str | None]:
+    """Where each callgrind tool is on PATH, or None where it is not."""
+    return {tool: shutil.which(tool) for tool in CALLGRIND_TOOLS}
 
 
 def usable_cpus() -> int:
@@ -112,7 +122,21 @@ INT8_ENGINE = Feature(
     ),
 )
 
-FEATURES = (CUDA, CUDA_BF16, ONEDNN_BF16, INT8_ENGINE)
+VALGRIND = Feature(
+    name="valgrind",
+    device="cpu",
+    description=(
+        "valgrind's callgrind, which counts the instructions a call executes: "
+        f"{', '.join(CALLGRIND_TOOLS)} on PATH, from the Debian package valgrind"
+    ),
+    probe=lambda: all(callgrind_tools().values()),
+    reported=lambda: ", ".join(
+        f"{tool} {'at ' + path if path else 'not on PATH'}"
+        for tool, path in callgrind_tools().items()
+    ),
+)
+
+FEATURES = (CUDA, CUDA_BF16, ONEDNN_BF16, INT8_ENGINE, VALGRIND)
 
 
 def machine_info(threads: int | None = None) -> dict[str, Any]:
