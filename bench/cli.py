@@ -6,11 +6,20 @@
                    [--plugin MODULE]
     torchgauge run --resume RUN_DIR
     torchgauge report FILES... [--out DIR]
+    torchgauge ingest FILES_OR_RUN_DIRS... [--db PATH]
+    torchgauge history [--db PATH]
+    torchgauge calibrate [--repeats N | --runs RUNS] [run options] [--db PATH]
+    torchgauge compare BASE CAND [--metric seconds|instructions] [--by machine] [--out DIR]
+
+Every finished ``run`` is recorded in the history database (``--db``, default
+``reports/history.sqlite``); ``compare`` and ``calibrate`` read it.
 
 Bad input (an unknown model, CUDA without a GPU, a missing or corrupt JSON file, a plugin that does
-not import) prints one line ``torchgauge: error: ...`` and exits with 2, before anything is
-written. ``run`` exits with 0 when every case passed or was skipped on this machine, 1 when some
-case failed, crashed or timed out, and 130 when interrupted (its run can then be resumed).
+not import, a history file that is corrupt or not torchgauge's) prints one line
+``torchgauge: error: ...`` and exits with 2, before anything is written. ``run`` exits with 0 when
+every case passed or was skipped on this machine, 1 when some case failed, crashed or timed out,
+and 130 when interrupted (its run can then be resumed). ``compare`` exits with 1 when it flags a
+slow-down (a CI gate), 0 otherwise.
 """
 
 from __future__ import annotations
@@ -24,6 +33,8 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pandas as pd
+
 from bench.cases import (
     DEFAULT_BATCH_SIZES,
     DEFAULT_KINDS,
@@ -32,6 +43,7 @@ from bench.cases import (
     bench_cases,
     split_names,
 )
+from bench.history import DEFAULT_DB, History, HistoryError, RunRecord, parse_benchmark_json
 from bench.measure import matmul_peaks
 from bench.report import OUTPUT_FILES, ReportError, collate, write_report
 from bench.runner import (
@@ -160,11 +172,47 @@ def _benchmark_machine_info(threads: int, device: str | None = None) -> dict:
     return {**pytest_benchmark_generate_machine_info(), "torchgauge": ours}
 
 
+def open_history(args: argparse.Namespace, create: bool = True) -> History:
+    """The ``--db`` history file, validated: a corrupt or foreign file is bad input."""
+    try:
+        return History.open(args.db or DEFAULT_DB, create=create)
+    except HistoryError as error:
+        raise UsageError(str(error)) from None
+
+
+def check_history(args: argparse.Namespace) -> None:
+    """Refuse a ``--db`` that exists and is not a torchgauge history before anything runs; a
+    missing one is created when there is something to record."""
+    if Path(args.db or DEFAULT_DB).exists():
+        open_history(args, create=False).close()
+
+
+def record_run(args: argparse.Namespace, run: RunDir) -> None:
+    """Record a finished run in the history."""
+    with open_history(args) as history:
+        try:
+            recorded = history.record_file(run.path / "benchmark.json")
+        except HistoryError as error:
+            raise UsageError(
+                f"{error}; the run itself is complete: record it later with "
+                f"`torchgauge ingest {run.path}`"
+            ) from None
+    print(f"torchgauge: recorded as run {recorded.run_id} in {history.path}", file=sys.stderr)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     if args.case_timeout is not None and args.case_timeout <= 0:
         raise UsageError(f"--case-timeout must be positive, got {args.case_timeout:g}")
-    if args.resume:
-        return _resume(args)
+    check_history(args)
+    run = _resumed_run(args) if args.resume else _new_run(args)
+    status = _execute(run)
+    if status != EXIT_INTERRUPTED:
+        record_run(args, run)
+    return status
+
+
+def _new_run(args: argparse.Namespace) -> RunDir:
+    """A new run directory for the selection ``args`` names; the cases are not run yet."""
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
     device = args.device or "cpu"
@@ -212,10 +260,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"machine) -> {run.path}",
         file=sys.stderr,
     )
-    return _execute(run)
+    return run
 
 
-def _resume(args: argparse.Namespace) -> int:
+def _resumed_run(args: argparse.Namespace) -> RunDir:
     given = [f"--{name}" for name in SELECTION_OPTIONS if getattr(args, name) not in (None, False)]
     if given:
         raise UsageError(
@@ -237,7 +285,7 @@ def _resume(args: argparse.Namespace) -> int:
         f"running the other {len(run.cases) - done}",
         file=sys.stderr,
     )
-    return _execute(run)
+    return run
 
 
 def _execute(run: RunDir) -> int:
@@ -288,6 +336,241 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_inputs(refs: list[str]) -> list[RunRecord | str]:
+    """Each reference as a parsed JSON file (a file, or a run directory's benchmark.json) or, if
+    it names no file, as a run reference for the history; every file is read before any is
+    recorded, so one bad file records nothing."""
+    parsed: list[RunRecord | str] = []
+    for ref in refs:
+        path = Path(ref)
+        if path.is_dir():
+            path = path / "benchmark.json"
+            if not path.is_file():
+                raise UsageError(
+                    f"{ref}: a directory without benchmark.json (an unfinished run? "
+                    f"`torchgauge run --resume {ref}`)"
+                )
+        if path.exists() or path.suffix == ".json":
+            try:
+                parsed.append(parse_benchmark_json(path))
+            except ReportError as error:
+                raise UsageError(str(error)) from None
+        else:
+            parsed.append(ref)
+    return parsed
+
+
+def _run_ids(history: History, refs: list[str]) -> list[int]:
+    """History run ids of ``refs`` (ids, run names, run directories, JSON files); files and
+    directories are recorded first, as ``ingest`` would."""
+    parsed = _parse_inputs(refs)
+    try:
+        ids = [history.resolve(item) for item in parsed if isinstance(item, str)]
+        return list(
+            dict.fromkeys(
+                history.record(item).run_id if isinstance(item, RunRecord) else ids.pop(0)
+                for item in parsed
+            )
+        )
+    except HistoryError as error:
+        raise UsageError(str(error)) from None
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    parsed = _parse_inputs(args.files)
+    if missing := [item for item in parsed if isinstance(item, str)]:
+        raise UsageError(f"{missing[0]}: no such file or run directory")
+    with open_history(args) as history:
+        for path, record in zip(args.files, parsed, strict=True):
+            recorded = history.record(record)
+            state = "recorded as" if recorded.new else "already recorded as"
+            print(
+                f"{path}: {state} run {recorded.run_id} ({recorded.source_key}, "
+                f"{recorded.benchmarks} benchmarks)"
+            )
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    with open_history(args, create=False) as history:
+        runs = history.runs()
+    if runs.empty:
+        print(f"{history.path}: no runs recorded yet")
+        return 0
+    runs["commit"] = runs["commit_id"].str[:10]
+    columns = ["id", "source_key", "started", "commit", "machine", "threads", "torch", "measured"]
+    print(runs[columns].to_string(index=False))
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from bench.comparison import calibrate_noise
+
+    if args.repeats < 2:
+        raise UsageError(f"--repeats must be at least 2 (A/A runs), got {args.repeats}")
+    made: list[str] = []  # the A/A runs made here
+    check_history(args)
+    if args.runs:
+        given = [
+            f"--{name}" for name in SELECTION_OPTIONS if getattr(args, name) not in (None, False)
+        ]
+        if given:
+            raise UsageError(f"--runs calibrates recorded runs; drop {', '.join(given)}")
+    else:
+        for repeat in range(args.repeats):
+            print(f"torchgauge: A/A run {repeat + 1} of {args.repeats}", file=sys.stderr)
+            run = _new_run(args)
+            status = _execute(run)
+            if status == EXIT_INTERRUPTED:
+                return status
+            record_run(args, run)
+            made.append(run.path.name)
+    with open_history(args) as history:
+        if args.runs:
+            ids = _run_ids(history, split_names(args.runs) or [])
+            if len(ids) < 2:
+                raise UsageError("calibration needs at least 2 A/A runs")
+            chosen = history.runs().set_index("id").loc[ids]
+            commits = sorted(set(chosen["commit_id"].fillna("unknown")))
+            if len(commits) > 1:
+                raise UsageError(
+                    "calibration needs A/A runs of the same code; these runs have commits "
+                    + ", ".join(c[:10] for c in commits)
+                )
+        else:
+            ids = [history.resolve(name) for name in made]
+        noise = calibrate_noise(history.measurements(ids))
+        if noise.empty:
+            raise UsageError("the runs have no benchmark measured in two of them")
+        history.save_noise(noise)
+    pct = 100 * noise["sigma"]
+    print(
+        f"torchgauge: calibrated {len(noise)} benchmarks from runs {', '.join(map(str, ids))}: "
+        f"between-run noise (sd of ln median) median {pct.median():.2f}%, 90th percentile "
+        f"{pct.quantile(0.9):.2f}%, max {pct.max():.2f}%; {int((pct < 2).sum())} under 2%, "
+        f"{int((pct < 5).sum())} under 5%; degrees of freedom {int(noise['df'].min())}"
+        f"-{int(noise['df'].max())}"
+    )
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from bench import compare_report, hardware
+    from bench.comparison import ComparisonError, compare
+
+    if args.inject_slowdown is not None and args.inject_slowdown <= 0:
+        raise UsageError(f"--inject-slowdown must be positive, got {args.inject_slowdown:g}")
+    refs = [split_names(args.base) or [], split_names(args.cand) or []]
+    files = any(isinstance(item, RunRecord) for item in _parse_inputs(refs[0] + refs[1]))
+    with open_history(args, create=files) as history:
+        base_ids, cand_ids = (_run_ids(history, side) for side in refs)
+        if not base_ids or not cand_ids:
+            raise UsageError("BASE and CAND each need at least one run")
+        runs = history.runs().set_index("id")
+        base = history.measurements(base_ids, args.metric)
+        cand = _slowed_down(history.measurements(cand_ids, args.metric), args.inject_slowdown)
+        noise = history.noise()
+        wall = None
+        if args.by == "machine":
+            every = pd.concat([base, cand])
+            if every.empty:
+                raise UsageError(f"the runs have no {args.metric} measurements")
+            if base.empty and not args.baseline:
+                raise UsageError(f"BASE has no {args.metric} measurements to be the baseline")
+            baseline = args.baseline or hardware.configs(base)[0]
+            try:
+                table = hardware.speedups(every, baseline)
+            except ValueError as error:
+                raise UsageError(str(error)) from None
+            parts = [
+                compare_report.Part("Geometric-mean speed-up", hardware.geometric_means(table)),
+                compare_report.Part(
+                    "Geometric-mean speed-up per kind", hardware.geometric_means(table, ["kind"])
+                ),
+                compare_report.Part("Speed-up per benchmark", hardware.wide(table)),
+            ]
+            title = f"torchgauge machine comparison (baseline: {baseline})"
+            header = [("baseline", baseline), ("metric", args.metric)]
+            header += [("runs", ", ".join(map(str, base_ids + cand_ids)))]
+            csv, status = table, 0
+        else:
+            try:
+                table = compare(
+                    base,
+                    cand,
+                    noise,
+                    alpha=args.alpha,
+                    min_change=args.min_change / 100,
+                    resolution=args.resolution / 100,
+                )
+                if args.metric == "instructions":
+                    wall = compare(
+                        history.measurements(base_ids, "seconds"),
+                        _slowed_down(
+                            history.measurements(cand_ids, "seconds"), args.inject_slowdown
+                        ),
+                        noise,
+                        alpha=args.alpha,
+                        min_change=args.min_change / 100,
+                        resolution=args.resolution / 100,
+                    )
+            except ComparisonError as error:
+                raise UsageError(str(error)) from None
+            parts = compare_report.run_comparison_parts(table, wall)
+            title = f"torchgauge comparison ({args.metric})"
+            header = [
+                ("BASE", _describe_runs(runs, base_ids)),
+                ("CAND", _describe_runs(runs, cand_ids)),
+                ("machine", base["machine"].iloc[0]),
+                *_differences(runs, base_ids, cand_ids),
+                *(
+                    [("injected", f"CAND's rounds x {args.inject_slowdown:g} (a power check)")]
+                    if args.inject_slowdown
+                    else []
+                ),
+                (
+                    "flagged",
+                    f"q <= {args.alpha:g} (Benjamini-Hochberg over {len(table)} benchmarks) and "
+                    f"|change| >= {args.min_change:g}%",
+                ),
+            ]
+            csv = table
+            status = 1 if (table["verdict"] == "slower").any() else 0
+    if args.out:
+        written = compare_report.write_outputs(Path(args.out), title, header, parts, csv)
+        print(f"torchgauge: wrote {', '.join(str(p) for p in written)}", file=sys.stderr)
+    print(compare_report.render_markdown(title, header, parts))
+    return status
+
+
+def _slowed_down(frame: pd.DataFrame, factor: float | None) -> pd.DataFrame:
+    """CAND with every round multiplied by ``factor``: a power check of the comparison."""
+    if factor is None:
+        return frame
+    return frame.assign(
+        median=frame["median"] * factor, samples=[s * factor for s in frame["samples"]]
+    )
+
+
+def _describe_runs(runs: pd.DataFrame, ids: list[int]) -> str:
+    return "; ".join(
+        f"run {i} ({runs.at[i, 'source_key']}, commit {str(runs.at[i, 'commit_id'])[:10]}, "
+        f"{runs.at[i, 'threads']} threads)"
+        for i in ids
+    )
+
+
+def _differences(runs: pd.DataFrame, base: list[int], cand: list[int]) -> list[tuple[str, str]]:
+    """Settings that differ between the sides, which may explain a change."""
+    found = []
+    for column in ("threads", "torch", "torch_cuda", "commit_id"):
+        before = sorted({str(v) for v in runs.loc[base, column]})
+        after = sorted({str(v) for v in runs.loc[cand, column]})
+        if before != after:
+            found.append((f"differs: {column}", f"{', '.join(before)} -> {', '.join(after)}"))
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="torchgauge", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -304,44 +587,54 @@ def build_parser() -> argparse.ArgumentParser:
     machine = commands.add_parser("machine", help="print what runs record about this machine")
     machine.set_defaults(func=cmd_machine, plugin=None)
 
-    run = commands.add_parser(
-        "run", parents=[plugins], help="run the benchmarks and write a report"
+    history = argparse.ArgumentParser(add_help=False)
+    history.add_argument(
+        "--db", metavar="PATH", help=f"the history database (default: {DEFAULT_DB})"
     )
-    run.add_argument(
+    selection = argparse.ArgumentParser(add_help=False)
+    selection.add_argument(
         "--kinds",
         help=f"comma-separated, from {', '.join(KINDS)} (default: {','.join(DEFAULT_KINDS)})",
     )
-    run.add_argument(
+    selection.add_argument(
         "--models", help="comma-separated model names (default: every registered model)"
     )
-    run.add_argument("--device", choices=["cpu", "cuda"], help="default: cpu")
-    run.add_argument(
+    selection.add_argument("--device", choices=["cpu", "cuda"], help="default: cpu")
+    selection.add_argument(
         "--backends", help=f"comma-separated, from {', '.join(list_backends())} (default: all)"
     )
-    run.add_argument("--sizes", help="comma-separated model sizes (default: full)")
-    run.add_argument(
+    selection.add_argument("--sizes", help="comma-separated model sizes (default: full)")
+    selection.add_argument(
         "--batch-sizes",
         help=f"comma-separated (default: {','.join(map(str, DEFAULT_BATCH_SIZES))})",
     )
-    run.add_argument(
+    selection.add_argument(
         "--threads",
         type=int,
         help="intra-op threads for torch and onnxruntime (default: the CPUs this process may use)",
     )
-    run.add_argument(
+    selection.add_argument(
         "--quick",
         action="store_true",
         help="short timing (0.1 s, >= 5 rounds per benchmark); each model at its quick size, and "
         "training, amp and profile at the largest batch only",
     )
-    run.add_argument(
+    selection.add_argument(
         "--case-timeout",
         type=float,
         metavar="SECONDS",
         help=f"kill a case that has no result after this long (default: "
         f"{DEFAULT_CASE_TIMEOUT_S:g}; the first case of a model includes the worker's start-up)",
     )
-    run.add_argument("--out", help="directory that receives <run-id>/ (default: reports/runs)")
+    selection.add_argument(
+        "--out", help="directory that receives <run-id>/ (default: reports/runs)"
+    )
+
+    run = commands.add_parser(
+        "run",
+        parents=[plugins, selection, history],
+        help="run the benchmarks, write a report and record the run in the history",
+    )
     run.add_argument(
         "--resume",
         metavar="RUN_DIR",
@@ -356,6 +649,87 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="output directory (default: reports/runs/<timestamp>-report)")
     report.add_argument("--force", action="store_true", help="replace a report already in --out")
     report.set_defaults(func=cmd_report, plugin=None)
+
+    ingest = commands.add_parser(
+        "ingest", parents=[history], help="record pytest-benchmark JSON files in the history"
+    )
+    ingest.add_argument(
+        "files", nargs="+", help="pytest-benchmark JSON files or torchgauge run directories"
+    )
+    ingest.set_defaults(func=cmd_ingest, plugin=None)
+
+    listing_runs = commands.add_parser(
+        "history", parents=[history], help="list the runs the history holds"
+    )
+    listing_runs.set_defaults(func=cmd_history, plugin=None)
+
+    calibrate = commands.add_parser(
+        "calibrate",
+        parents=[plugins, selection, history],
+        help="measure each benchmark's between-run noise from A/A runs and store it",
+    )
+    calibrate.add_argument(
+        "--repeats", type=int, default=3, help="A/A runs to make with the selection (default: 3)"
+    )
+    calibrate.add_argument(
+        "--runs",
+        metavar="RUNS",
+        help="calibrate from these recorded runs of one commit instead (comma-separated ids, "
+        "run names, run directories or JSON files)",
+    )
+    calibrate.set_defaults(func=cmd_calibrate)
+
+    compare = commands.add_parser(
+        "compare",
+        parents=[history],
+        help="compare runs per benchmark; exit 1 when a slow-down is flagged",
+    )
+    compare.add_argument(
+        "base", help="BASE: comma-separated run ids, run names, run directories or JSON files"
+    )
+    compare.add_argument("cand", help="CAND: the same forms")
+    compare.add_argument(
+        "--metric",
+        choices=["seconds", "instructions"],
+        default="seconds",
+        help="wall-clock seconds per call (default) or callgrind instruction counts (the "
+        "`instructions` kind), shown beside the same workloads' wall-clock comparison",
+    )
+    compare.add_argument(
+        "--by",
+        choices=["run", "machine"],
+        default="run",
+        help="run: BASE against CAND (default); machine: speed-ups of every machine "
+        "configuration among the runs against the baseline (BASE's, or --baseline)",
+    )
+    compare.add_argument("--baseline", help="with --by machine: the baseline configuration")
+    compare.add_argument(
+        "--alpha", type=float, default=0.01, help="false discovery rate of flagged changes"
+    )
+    compare.add_argument(
+        "--min-change",
+        type=float,
+        default=2.0,
+        metavar="PCT",
+        help="never flag a change under this many percent (default: 2)",
+    )
+    compare.add_argument(
+        "--resolution",
+        type=float,
+        default=10.0,
+        metavar="PCT",
+        help="'no change' only where the comparison could see a change this large (default: 10)",
+    )
+    compare.add_argument(
+        "--inject-slowdown",
+        type=float,
+        metavar="FACTOR",
+        help="multiply CAND's rounds by FACTOR before comparing: which benchmarks would a "
+        "slow-down of that size flag? (a power check of the comparison on your machine)",
+    )
+    compare.add_argument("--out", help="also write comparison.md, .html and .csv here")
+    compare.set_defaults(func=cmd_compare, plugin=None)
+
     return parser
 
 

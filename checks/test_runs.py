@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from bench.cases import bench_cases as selected_cases  # not bench_*: pytest would collect it
 from bench.cases import skip_reason
 from bench.cli import _benchmark_machine_info
+from bench.history import History
 from bench.journal import Journal
 from bench.report import collate
 from bench.runner import RunDir, RunSettings
@@ -53,6 +54,7 @@ def test_a_case_that_raises_hangs_or_aborts_is_a_row_and_the_run_goes_on(tmp_pat
         "needs_a_teleporter",
         "--case-timeout=20",
         f"--out={runs}",
+        f"--db={tmp_path / 'history.sqlite'}",
         cwd=PLUGIN_DIR,
     )
     assert result.returncode == 1, result.stderr[-3000:]  # some cases failed
@@ -87,6 +89,16 @@ def test_a_case_that_raises_hangs_or_aborts_is_a_row_and_the_run_goes_on(tmp_pat
     # pytest-benchmark's JSON holds the measured cases; the others are listed beside them
     raw = json.loads((run / "benchmark.json").read_text())
     assert len(raw["benchmarks"]) == 3 and len(raw["torchgauge"]["outcomes"]) == 4
+    # and the history has the run, every case with its status, the measured ones with rounds
+    with History.open(tmp_path / "history.sqlite", create=False) as history:
+        (recorded,) = history.runs().itertuples()
+        assert recorded.source_key == run.name and recorded.measured == 3
+        statuses = dict(
+            history.db.execute("SELECT name, status FROM benchmarks WHERE run_id = ?", (1,))
+        )
+        measured = history.measurements([recorded.id])
+    assert statuses == dict(zip(frame["case"], frame["status"], strict=True))
+    assert all(len(s) == r for s, r in zip(measured["samples"], measured["rounds"], strict=True))
 
 
 def _inside_a_case_after(journal: Path, results: int) -> bool:
