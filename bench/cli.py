@@ -10,6 +10,7 @@
     torchgauge history [--db PATH]
     torchgauge calibrate [--repeats N | --runs RUNS] [run options] [--db PATH]
     torchgauge compare BASE CAND [--metric seconds|instructions] [--by machine] [--out DIR]
+    torchgauge dashboard [--db PATH] [--out DIR] [--baseline CONFIG]
 
 Every finished ``run`` is recorded in the history database (``--db``, default
 ``reports/history.sqlite``); ``compare`` and ``calibrate`` read it.
@@ -571,6 +572,19 @@ def _differences(runs: pd.DataFrame, base: list[int], cand: list[int]) -> list[t
     return found
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Write the static dashboard of the history: trends per benchmark and the hardware page."""
+    from bench.dashboard import DEFAULT_OUT, DashboardError, write_dashboard
+
+    with open_history(args, create=False) as history:
+        try:
+            written = write_dashboard(history, args.out or DEFAULT_OUT, args.baseline)
+        except DashboardError as error:
+            raise UsageError(str(error)) from None
+    print(f"torchgauge: wrote {', '.join(str(path) for path in written)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="torchgauge", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -730,6 +744,21 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", help="also write comparison.md, .html and .csv here")
     compare.set_defaults(func=cmd_compare, plugin=None)
 
+    dashboard = commands.add_parser(
+        "dashboard",
+        parents=[history],
+        help="write a static HTML dashboard of the history (trends, hardware comparison)",
+    )
+    dashboard.add_argument(
+        "--out", metavar="DIR", help="output directory (default: reports/dashboard)"
+    )
+    dashboard.add_argument(
+        "--baseline",
+        metavar="CONFIG",
+        help="the hardware page's initial baseline configuration, or a unique part of its name "
+        "(default: the first recorded)",
+    )
+    dashboard.set_defaults(func=cmd_dashboard, plugin=None)
     return parser
 
 
