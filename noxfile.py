@@ -12,9 +12,11 @@ nox.options.default_venv_backend = "virtualenv"
 @nox.session
 def checks(session: nox.Session) -> None:
     """Property checks of every model and technique, plus every benchmark body run once on the
-    cases of a quick run (each model at its quick size)."""
+    cases of a quick run (each model at its quick size); one pytest-xdist worker per CPU."""
     session.install("-e", ".")
-    session.run("pytest", "--benchmark-disable", "--bench-quick", *session.posargs)
+    session.run(
+        "pytest", "--numprocesses=auto", "--benchmark-disable", "--bench-quick", *session.posargs
+    )
 
 
 @nox.session

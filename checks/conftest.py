@@ -37,6 +37,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _commands_are_not_xdist_workers():
+    """pytest-xdist (``nox -s checks`` runs the checks on every CPU) marks its workers'
+    environment with ``PYTEST_XDIST_*``; a ``torchgauge`` or ``pytest`` command a check starts
+    would inherit it, and pytest-benchmark disables itself in what it takes for a worker. The
+    commands a check starts are a user's, so they get the environment without it."""
+    marks = {
+        name: os.environ.pop(name) for name in list(os.environ) if name.startswith("PYTEST_XDIST_")
+    }
+    yield
+    os.environ.update(marks)
+
+
 @pytest.fixture(autouse=True)
 def _fixed_threads():
     """Every check runs with the same intra-op thread count, whatever the host has (1 core or 16):
