@@ -9,12 +9,18 @@ under callgrind, counting instructions only around the measured loop.
 
 That process builds the model, its eager runner and the inputs as the inference kind does
 (``torch.manual_seed(0)``, ``spec.create(size).eval()``, ``backend.prepare``,
-``spec.inputs(config, batch, seed=1)``, the run's threads) and counts the call that kind times,
+``spec.inputs(config, batch, seed=1)``) and counts the call that kind times,
 ``run(inputs)``: a forward under ``torch.inference_mode()``. It counts a number of calls in a
 row (``calls_per_count``), once to warm up and then ``REPEATS`` times;
 ``extra_info["instructions"]`` holds one count per call for each repeat, with callgrind's noisy
 interpreter symbols removed (``counts(denoise=True)``), and ``instructions_number`` the calls
 per count.
+
+Counts are taken at one intra-op thread (``COUNTING_THREADS``), whatever the run's threads, as
+PyTorch's own instruction counts are: valgrind runs a process's threads one at a time, so the
+instructions OpenMP's waiting threads spin through depend on its scheduling. At the run's 2
+threads, three repeats of ``mlp_784_128_10`` at batch 1 counted 1.08, 1.34 and 1.20 million
+instructions per call; ``linear_2_1``, too small for a parallel region, agreed within 0.1%.
 
 pytest-benchmark times the whole valgrind process once, most of which is importing torch under
 valgrind (about 90 s on the 2-core machine): that is what the case cost, not a latency.
@@ -41,6 +47,7 @@ REPEATS = 3
 # call of a function that every copy shares: Python's specialising interpreter settles on a
 # function run many times, not on a statement run four times.
 STATEMENT = "run(native)"
+COUNTING_THREADS = 1  # see the module doc: spin-waiting threads make counts depend on scheduling
 FLOPS_PER_COUNT = 1e9  # what one count may hold at most, beyond one call: see calls_per_count
 CALLS_PER_COUNT = (100, 10)  # the choices, besides one call
 
@@ -61,14 +68,14 @@ def calls_per_count(flops_per_call: int) -> int:
     return next((n for n in CALLS_PER_COUNT if n * flops_per_call <= FLOPS_PER_COUNT), 1)
 
 
-def bench_instructions(benchmark, case: BenchCase, prepared_models, bench_threads: int) -> None:
+def bench_instructions(benchmark, case: BenchCase, prepared_models) -> None:
     spec = get_spec(case.model)
     model = prepared_models.model(case.model, case.size, case.device)
     inputs = spec.inputs(spec.config(case.size), case.batch_size, seed=1)
     flops = prepared_models.flops(case.model, case.size, case.device, inputs)
     number = calls_per_count(flops)
-    setup = callgrind_setup(case, bench_threads)
-    timer = Timer(stmt=STATEMENT, setup=setup, num_threads=bench_threads)
+    setup = callgrind_setup(case, COUNTING_THREADS)
+    timer = Timer(stmt=STATEMENT, setup=setup, num_threads=COUNTING_THREADS)
 
     def count() -> list[float]:
         with callgrind_environment():
@@ -80,7 +87,7 @@ def bench_instructions(benchmark, case: BenchCase, prepared_models, bench_thread
     benchmark.group = case.group
     per_call = benchmark.pedantic(count, rounds=1, iterations=1, warmup_rounds=0)
     benchmark.extra_info.update(
-        **case_info(case, model, inputs, bench_threads),
+        **case_info(case, model, inputs, COUNTING_THREADS),
         flops=flops,
         instructions=per_call,
         instructions_number=number,

@@ -1,6 +1,6 @@
 """The instructions kind: instruction counts by callgrind are deterministic where time is not.
 
-One end-to-end run counts a tiny model through ``torchgauge run`` as a user would: that is one
+One end-to-end run counts a small model through ``torchgauge run`` as a user would: that is one
 valgrind process, about 90 s on the 2-core machine (torch's import under valgrind), so every
 check of a counted run reads the same module-scoped run. The other checks need no valgrind: which
 cases the kind has, why some cannot run, and that the counting process builds the case's model.
@@ -37,7 +37,7 @@ from impl.machine import VALGRIND
 from impl.plugins import PLUGINS_ENV
 
 PLUGIN_DIR = Path(__file__).parent / "plugin_models"
-COUNTED_MODEL = "linear_2_1"  # the smallest model: the run's cost is valgrind's, not the model's
+COUNTED_MODEL = "mlp_784_128_10"  # small, but with parallel regions (see COUNTING_THREADS)
 
 
 @dataclass(frozen=True)
