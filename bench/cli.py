@@ -524,6 +524,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
                 ("CAND", _describe_runs(runs, cand_ids)),
                 ("machine", base["machine"].iloc[0]),
                 *_differences(runs, base_ids, cand_ids),
+                (
+                    "between-run noise from",
+                    ", ".join(
+                        f"{source} for {n}"
+                        for source, n in table["noise_source"].value_counts().items()
+                    ),
+                ),
                 *(
                     [("injected", f"CAND's rounds x {args.inject_slowdown:g} (a power check)")]
                     if args.inject_slowdown
@@ -556,7 +563,7 @@ def _slowed_down(frame: pd.DataFrame, factor: float | None) -> pd.DataFrame:
 def _describe_runs(runs: pd.DataFrame, ids: list[int]) -> str:
     return "; ".join(
         f"run {i} ({runs.at[i, 'source_key']}, commit {str(runs.at[i, 'commit_id'])[:10]}, "
-        f"{runs.at[i, 'threads']} threads)"
+        f"{runs.at[i, 'threads']} thread{'' if runs.at[i, 'threads'] == 1 else 's'})"
         for i in ids
     )
 

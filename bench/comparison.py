@@ -19,6 +19,9 @@ Per benchmark, with ``m`` BASE runs and ``n`` CAND runs:
 - the verdict: "slower" or "faster" where q <= alpha and the change is at least ``min_change``;
   "no change" where it is not and the minimum detectable change is within ``resolution``;
   otherwise "inconclusive" (no noise estimate, or noise too large to rule out such a change);
+- ``noise_source``: where the between-run noise came from: ``calibrated`` (the history's A/A
+  calibration for the side's machine and threads), ``replicates`` (the sides' own runs), both,
+  or ``none``;
 - ``noise_pct``: the between-run noise of one run (100 x s); ``mdc_pct``: the smallest change
   this comparison detects with 80% power at the unadjusted alpha (``(t_{1-alpha/2} + t_{0.8})
   x se``). More runs a side shrink it by their square root.
@@ -62,6 +65,7 @@ RESULT_COLUMNS = [
     "mdc_pct",
     "p_value",
     "q_value",
+    "noise_source",
     "verdict",
     "why",
 ]
@@ -340,6 +344,9 @@ def _compare_one(
     else:
         var_b = var_c = math.nan
         df = 0
+    source = " + ".join(
+        name for name, used in (("calibrated", calibrated), ("replicates", replicate_df)) if used
+    )
     se_between = math.sqrt(var_b / m + var_c / n) if df else math.nan
     se = max(se_between, se_within) if df else math.nan
 
@@ -355,6 +362,7 @@ def _compare_one(
         "change_pct": 100 * (cand_median / base_median - 1),
         "noise_pct": 100 * math.sqrt((var_b + var_c) / 2) if df else math.nan,
         "p_value": math.nan,
+        "noise_source": source or "none",
         "mdc_pct": math.nan,
         "ci_low": math.exp(boot_low),
         "ci_high": math.exp(boot_high),
