@@ -14,7 +14,9 @@ other SQLite file, ``PRAGMA user_version`` holds the version)::
                 and ``samples``, the raw per-round values as little-endian float64
                 (``numpy.frombuffer(samples, "<f8")``): seconds per call, or instructions per call
     noise       calibrated between-run noise per (machine, threads, benchmark, metric): the
-                standard deviation of ln(run median) over A/A runs, and its degrees of freedom
+                standard deviation of ln(run median) over A/A runs, moderated toward the
+                machine's typical noise (``bench.comparison.calibrate_noise``), and its degrees
+                of freedom
 
 Writers take SQLite's write lock for the whole of one run's insert (``BEGIN IMMEDIATE``) and wait
 for one another (``busy_timeout``); readers never block writers (WAL journal). A file that is not
@@ -62,7 +64,7 @@ CREATE TABLE runs (
     id            INTEGER PRIMARY KEY,
     source_key    TEXT NOT NULL UNIQUE,   -- the torchgauge run id, or sha256:<file digest>
     source        TEXT NOT NULL,          -- the file it was recorded from
-    started       TEXT NOT NULL,          -- ISO 8601, UTC
+    started       TEXT NOT NULL,          -- ISO 8601, UTC (other JSON: when it was written)
     recorded      TEXT NOT NULL,
     commit_id     TEXT,
     commit_dirty  INTEGER,
@@ -106,7 +108,7 @@ CREATE TABLE noise (
     name        TEXT NOT NULL,
     metric      TEXT NOT NULL,
     sigma       REAL NOT NULL,            -- sd of ln(run median) between A/A runs
-    df          INTEGER NOT NULL,         -- its degrees of freedom: runs - 1
+    df          INTEGER NOT NULL,         -- its degrees of freedom: runs - 1 + the prior's
     runs        TEXT NOT NULL,            -- JSON list of the run ids it came from
     calibrated  TEXT NOT NULL,
     PRIMARY KEY (machine_id, threads, name, metric)
@@ -179,7 +181,12 @@ def parse_benchmark_json(path: Path) -> RunRecord:
         "usable_cpus": ours.get("usable_cpus") or (machine_info.get("cpu") or {}).get("count"),
         "gpu": ours.get("gpu"),
     }
-    started = data.get("datetime") or datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat()
+    # a torchgauge run says when it started; other JSON only when it was written, at its end
+    started = (
+        (data.get("torchgauge") or {}).get("created")
+        or data.get("datetime")
+        or datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat()
+    )
     record = RunRecord(
         source_key=source_key,
         source=str(path.resolve()),

@@ -396,6 +396,7 @@ def finish(run: RunDir) -> None:
         "version": pytest_benchmark.__version__,
         "torchgauge": {
             "run_id": run.meta["run_id"],
+            "created": run.meta["created"],  # when the run started; "datetime" is its end
             "outcomes": [
                 {
                     ("case_duration_s" if k == "duration_s" else k): v

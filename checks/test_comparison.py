@@ -107,6 +107,7 @@ def test_within_run_spread_alone_never_flags(tmp_path: Path) -> None:
     frames = world.frames([base], [cand])
     table = compare(*frames)
     assert (table["verdict"] == "inconclusive").all() and table["p_value"].isna().all()
+    assert (table["noise_source"] == "none").all()
     noise = frames[0][["machine_id", "threads", "name", "metric"]].assign(sigma=0.10, df=8)
     assert not compare(*frames, noise)["verdict"].isin(["slower", "faster"]).any()
 
@@ -143,9 +144,11 @@ def test_more_runs_a_side_shrink_the_minimum_detectable_change(tmp_path: Path) -
     world = Simulated(tmp_path, noise_levels(4), seed=4)
     noise = world.calibrate()
     ones = compare(*world.frames([world.run()], [world.run()]), noise).set_index("name")
+    assert (ones["noise_source"] == "calibrated").all()
     threes = compare(
         *world.frames([world.run() for _ in range(3)], [world.run() for _ in range(3)]), noise
     ).set_index("name")
+    assert (threes["noise_source"] == "calibrated + replicates").all()
     shrink = np.log1p(ones["mdc_pct"] / 100) / np.log1p(threes.loc[ones.index, "mdc_pct"] / 100)
     assert 1.4 < shrink.median() < 2.0  # sqrt(3) = 1.73, less the runs' own degrees of freedom
 

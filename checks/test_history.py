@@ -50,6 +50,21 @@ def test_a_run_is_recorded_once_whatever_its_file_is_called(tmp_path: Path) -> N
         assert len(history.runs()) == 1
 
 
+def test_a_run_is_dated_by_its_start_other_json_by_when_it_was_written(tmp_path: Path) -> None:
+    ours = benchmark_json(tmp_path / "a.json", "r", BENCHES, seed=0, started="2026-11-23T10:05")
+    data = json.loads(ours.read_text())
+    data["torchgauge"]["created"] = "2026-11-23T10:00"  # what runner.finish records
+    ours.write_text(json.dumps(data))
+    other = benchmark_json(tmp_path / "b.json", "x", BENCHES, seed=1, started="2026-11-23T11:05")
+    data = json.loads(other.read_text())
+    del data["torchgauge"]
+    other.write_text(json.dumps(data))
+    with History.open(tmp_path / "h.sqlite") as history:
+        for path in (ours, other):
+            history.record_file(path)
+        assert history.runs()["started"].tolist() == ["2026-11-23T10:00", "2026-11-23T11:05"]
+
+
 def test_plain_pytest_benchmark_json_is_keyed_by_its_contents(tmp_path: Path) -> None:
     """JSON from elsewhere has no torchgauge run id: the same bytes are the same run."""
     path = benchmark_json(tmp_path / "a.json", "x", BENCHES, seed=0)
