@@ -24,6 +24,8 @@ def checks(session: nox.Session) -> None:
         "--bench-quick",
         "--bench-batch-sizes=1,8",
         *session.posargs,
+        # two workers on two CPUs, each with OpenMP threads: waiting threads sleep, not spin
+        env={"OMP_WAIT_POLICY": "PASSIVE"},
     )
 
 
