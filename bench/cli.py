@@ -264,9 +264,13 @@ def _new_run(args: argparse.Namespace) -> RunDir:
     return run
 
 
+def _selection_given(args: argparse.Namespace) -> list[str]:
+    """The ``run`` selection options given on the command line, as ``--name``."""
+    return [f"--{name}" for name in SELECTION_OPTIONS if getattr(args, name) not in (None, False)]
+
+
 def _resumed_run(args: argparse.Namespace) -> RunDir:
-    given = [f"--{name}" for name in SELECTION_OPTIONS if getattr(args, name) not in (None, False)]
-    if given:
+    if given := _selection_given(args):
         raise UsageError(
             f"--resume continues a run with its own selection; drop {', '.join(given)}"
         )
@@ -361,10 +365,9 @@ def _parse_inputs(refs: list[str]) -> list[RunRecord | str]:
     return parsed
 
 
-def _run_ids(history: History, refs: list[str]) -> list[int]:
-    """History run ids of ``refs`` (ids, run names, run directories, JSON files); files and
-    directories are recorded first, as ``ingest`` would."""
-    parsed = _parse_inputs(refs)
+def _run_ids(history: History, parsed: list[RunRecord | str]) -> list[int]:
+    """History run ids of ``_parse_inputs``' items: run references are resolved first, so that an
+    unknown one records nothing, then parsed files are recorded, as ``ingest`` would."""
     try:
         ids = [history.resolve(item) for item in parsed if isinstance(item, str)]
         return list(
@@ -412,10 +415,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     made: list[str] = []  # the A/A runs made here
     check_history(args)
     if args.runs:
-        given = [
-            f"--{name}" for name in SELECTION_OPTIONS if getattr(args, name) not in (None, False)
-        ]
-        if given:
+        if given := _selection_given(args):
             raise UsageError(f"--runs calibrates recorded runs; drop {', '.join(given)}")
     else:
         for repeat in range(args.repeats):
@@ -428,7 +428,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             made.append(run.path.name)
     with open_history(args) as history:
         if args.runs:
-            ids = _run_ids(history, split_names(args.runs) or [])
+            ids = _run_ids(history, _parse_inputs(split_names(args.runs) or []))
             if len(ids) < 2:
                 raise UsageError("calibration needs at least 2 A/A runs")
             chosen = history.runs().set_index("id").loc[ids]
@@ -461,10 +461,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     if args.inject_slowdown is not None and args.inject_slowdown <= 0:
         raise UsageError(f"--inject-slowdown must be positive, got {args.inject_slowdown:g}")
-    refs = [split_names(args.base) or [], split_names(args.cand) or []]
-    files = any(isinstance(item, RunRecord) for item in _parse_inputs(refs[0] + refs[1]))
+    sides = [_parse_inputs(split_names(ref) or []) for ref in (args.base, args.cand)]
+    files = any(isinstance(item, RunRecord) for side in sides for item in side)
     with open_history(args, create=files) as history:
-        base_ids, cand_ids = (_run_ids(history, side) for side in refs)
+        base_ids, cand_ids = (_run_ids(history, side) for side in sides)
         if not base_ids or not cand_ids:
             raise UsageError("BASE and CAND each need at least one run")
         runs = history.runs().set_index("id")

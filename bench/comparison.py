@@ -103,11 +103,7 @@ def calibrate_noise(frame: pd.DataFrame) -> pd.DataFrame:
     parts = []
     for _, group in table.groupby(["machine_id", "threads", "metric"], sort=False):
         prior_df, prior_variance = _variance_prior(group["variance"], group["raw_df"])
-        moderated = (
-            group["variance"]
-            if math.isinf(prior_df) and prior_variance == 0
-            else _moderate(group["variance"], group["raw_df"], prior_df, prior_variance)
-        )
+        moderated = _moderate(group["variance"], group["raw_df"], prior_df, prior_variance)
         parts.append(
             group.assign(
                 sigma=np.sqrt(moderated),

@@ -60,7 +60,7 @@ def speedups(measurements: pd.DataFrame, baseline: str) -> pd.DataFrame:
     base = typical[typical["config"] == baseline].set_index("name")["median"]
     typical = typical[typical["name"].isin(base.index)]
     typical["speedup"] = typical["name"].map(base) / typical["median"]
-    order = {config: i for i, config in enumerate(configs(frame))}
+    order = {config: i for i, config in enumerate(dict.fromkeys(frame["config"]))}
     return typical.sort_values(
         ["kind", "model", "name", "config"], key=lambda s: s.map(order) if s.name == "config" else s
     ).reset_index(drop=True)

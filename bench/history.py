@@ -476,10 +476,12 @@ class History:
         ]
         extra = frame["extra_info"].map(lambda text: json.loads(text) if text else {})
         frame["flops"] = [e.get("flops") for e in extra]
+        runs = frame.drop_duplicates("run_id").set_index("run_id")["machine_info"]
+        infos = runs.map(json.loads)  # once per run, not per benchmark
         frame["peak_gflops"] = [
-            _peak(json.loads(info), device, precision)
-            for info, device, precision in zip(
-                frame["machine_info"], frame["device"], frame["precision"], strict=True
+            _peak(infos[run], device, precision)
+            for run, device, precision in zip(
+                frame["run_id"], frame["device"], frame["precision"], strict=True
             )
         ]
         return frame.drop(columns="machine_info")
