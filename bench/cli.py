@@ -60,6 +60,7 @@ from impl import get_spec, list_models
 from impl.backends import get_backend, list_backends
 from impl.machine import machine_info, usable_cpus
 from impl.plugins import PLUGINS_ENV, PluginError, env_plugins
+from impl.techniques.registry import get_technique, list_techniques, techniques_markdown
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -108,7 +109,46 @@ def use_plugins(modules: list[str] | None) -> None:
         raise UsageError(str(error)) from None
 
 
+def _print_columns(header: tuple[str, ...], rows: list[tuple]) -> None:
+    """Aligned columns; the last (a summary) is not padded."""
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
+    for row in [header, *rows]:
+        print(
+            "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False))
+            + "  "
+            + row[-1]
+        )
+
+
+def cmd_list_techniques(args: argparse.Namespace) -> int:
+    """The technique registry: where each technique is implemented and checked."""
+    if args.markdown:
+        print(techniques_markdown())
+        return 0
+    rows = []
+    for name in list_techniques():
+        spec = get_technique(name)
+        rows.append(
+            (
+                name,
+                spec.category.value,
+                spec.curriculum,
+                ",".join(spec.bugs) or "-",
+                " ".join(spec.implementation),
+                spec.checks,
+                spec.summary,
+            )
+        )
+    header = ("technique", "category", "curriculum", "bugs", "implementation", "checks", "summary")
+    _print_columns(header, rows)
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
+    if args.techniques or args.markdown:
+        if not args.techniques:
+            raise UsageError("--markdown goes with --techniques")
+        return cmd_list_techniques(args)
     rows = []
     for name in list_models():
         spec = get_spec(name)
@@ -145,13 +185,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         "kinds",
         "summary",
     )
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header) - 1)]
-    for row in [header, *rows]:
-        print(
-            "  ".join(str(cell).ljust(w) for cell, w in zip(row, widths, strict=False))
-            + "  "
-            + row[-1]
-        )
+    _print_columns(header, rows)
     return 0
 
 
@@ -603,7 +637,17 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"import MODULE, which registers models (repeatable; also ${PLUGINS_ENV})",
     )
 
-    listing = commands.add_parser("list", parents=[plugins], help="print the model registry")
+    listing = commands.add_parser(
+        "list", parents=[plugins], help="print the model registry (or --techniques)"
+    )
+    listing.add_argument(
+        "--techniques",
+        action="store_true",
+        help="the technique registry instead: where each is implemented and checked",
+    )
+    listing.add_argument(
+        "--markdown", action="store_true", help="with --techniques: the README's table"
+    )
     listing.set_defaults(func=cmd_list)
     machine = commands.add_parser("machine", help="print what runs record about this machine")
     machine.set_defaults(func=cmd_machine, plugin=None)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from impl.differentiable import no_gradcheck
 from impl.machine import CUDA, INT8_ENGINE, Feature
 from impl.tasks import CLASSIFICATION, Output, Shape, Task, output_shapes, output_tensors
 
@@ -102,6 +103,9 @@ class ModelSpec:
     # model -> a module made of PyTorch's own layers, weights and buffers copied from ``model``,
     # that computes the same function in training and eval mode (e.g. nn.MultiheadAttention)
     reference: Callable[[nn.Module], nn.Module] | None = None
+    # why ``torch.autograd.gradcheck`` of the whole model cannot apply (checks/test_gradients.py
+    # checks every registered model whole, in float64, unless this says why not)
+    no_gradcheck: str | None = None
     full_params: int | None = None  # parameter count of "full", from the curriculum or by hand
     # the size ``torchgauge run --quick`` measures: "full" unless full is too heavy for minutes
     # on a 2-core CPU (then a smaller named size; the full one is measured by a full run)
@@ -262,6 +266,7 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+@no_gradcheck("moves tensors between devices and dtypes: no computation to check")
 def cast_inputs(
     inputs: tuple[Tensor, ...], device: torch.device | str, dtype: torch.dtype
 ) -> tuple[Tensor, ...]:

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from impl.differentiable import gradcheck_function, no_gradcheck, randn
+
 # What a model returns: one tensor, a tuple of tensors, or a mapping of names to tensors; every
 # tensor has the batch on dim 0. ``output_shape`` declares shapes with the same structure.
 Output = Tensor | tuple[Tensor, ...] | Mapping[str, Tensor]
@@ -68,21 +70,29 @@ def scalar_shape(cfg: Any, batch_size: int, **dims: int) -> tuple[int, int]:
     return (batch_size, 1)
 
 
+@no_gradcheck("random integer class labels: a target maker, not differentiable")
 def class_targets(cfg: Any, inputs: tuple[Tensor, ...], shape: Shape, generator) -> Tensor:
     """Random class labels (B,) in [0, K) for logits of shape (B, K)."""
     return torch.randint(shape[-1], shape[:-1], generator=generator)
 
 
+@no_gradcheck(
+    "random {0, 1} labels drawn from a generator: a target maker, nothing to differentiate"
+)
 def binary_targets(cfg: Any, inputs: tuple[Tensor, ...], shape: Shape, generator) -> Tensor:
     """Random {0., 1.} labels shaped like the logits."""
     return torch.randint(2, shape, generator=generator).float()
 
 
+@no_gradcheck(
+    "random targets drawn from a generator, independent of any input: nothing to differentiate"
+)
 def regression_targets(cfg: Any, inputs: tuple[Tensor, ...], shape: Shape, generator) -> Tensor:
     """Standard normal targets shaped like the output."""
     return torch.randn(shape, generator=generator)
 
 
+@no_gradcheck("integer token ids in, integer labels out: a target maker, not differentiable")
 def next_token_targets(cfg: Any, inputs: tuple[Tensor, ...], shape: Shape, generator) -> Tensor:
     """Teacher forcing: the label at step t is the last input's token t + 1 (for a seq2seq model
     the last input is the target sequence). Padding, and the final step, which has no next
@@ -93,6 +103,14 @@ def next_token_targets(cfg: Any, inputs: tuple[Tensor, ...], shape: Shape, gener
     return labels.masked_fill(labels == cfg.pad_token, IGNORE_INDEX)
 
 
+def _token_logits_and_labels(generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Logits (2, 3, 4) and labels (2, 3) with the last step ignored, as a language model has."""
+    labels = torch.randint(0, 4, (2, 3), generator=generator)
+    labels[:, -1] = IGNORE_INDEX
+    return randn(generator, 2, 3, 4), labels
+
+
+@gradcheck_function(_token_logits_and_labels, wrt=(0,))
 def token_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     """Mean cross entropy over the labelled tokens: logits (B, T, V), labels (B, T)."""
     return F.cross_entropy(logits.flatten(0, -2), labels.flatten(), ignore_index=IGNORE_INDEX)

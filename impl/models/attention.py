@@ -15,7 +15,7 @@ Deliberate deviations from Q41 v1, each making it the function nn.MultiheadAtten
   output is the enclosing block's job: TransformerEncoderLayer's ``dropout1``), so we keep one
   ``attn_drop`` on the weights and no output dropout. The seed's default p is 0.0, so at the
   curriculum's configuration both compute the same function; they differ only when p > 0 in
-  training mode (checks/test_curriculum_bugs_attention.py shows the seed's zeroed outputs).
+  training mode (checks/techniques/test_attention.py shows the seed's zeroed outputs).
 - Mask convention, the seed's: ``mask`` broadcasts to (B, heads, T, T) (e.g. (T, T), (B, 1, T, T)
   or the seed's (B, heads, T, T)); a query may attend to a key where the mask is non-zero (True)
   and may not where it is 0 (False). That is ``F.scaled_dot_product_attention``'s boolean
@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from impl.differentiable import gradcheck_module, randn
 from impl.registry import Cap, register_model
 from impl.tasks import REGRESSION
 
@@ -123,6 +124,11 @@ class SingleHeadSelfAttention(nn.Module):
         return torch.bmm(attention, values)  # (B, T, E)
 
 
+@gradcheck_module(
+    lambda: TorchSelfAttention(embed_dim=4, num_heads=2, dropout=0.0),
+    lambda g: (randn(g, 2, 3, 4), torch.tensor([[[1.0, 1.0, 0.0]]])),
+    wrt=(0,),
+)
 class TorchSelfAttention(nn.Module):
     """nn.MultiheadAttention(batch_first=True) used as self-attention, returning the attended
     output only; ``mask`` as our layers take it (non-zero attends), turned into its ``attn_mask``.

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from impl.differentiable import gradcheck_module, randn
 from impl.registry import Cap, register_model
 from impl.tasks import REGRESSION
 
@@ -50,6 +51,11 @@ SIZES = {
 }
 
 
+@gradcheck_module(
+    lambda: BatchNorm1dScratch(BatchNormConfig(num_features=3)),
+    lambda g: (randn(g, 5, 3),),
+    note="training mode: through the batch mean and variance, for the input and the affine",
+)
 class BatchNorm1dScratch(nn.Module):
     """Per-channel batch normalisation with a learned affine and running statistics.
 

@@ -41,6 +41,7 @@ from torch import Tensor, nn
 from torchvision.models import ResNet18_Weights, resnet18
 from torchvision.models.resnet import BasicBlock, ResNet
 
+from impl.differentiable import gradcheck_module, randn
 from impl.registry import Cap, register_model
 from impl.tasks import class_logits_shape
 
@@ -78,6 +79,24 @@ SIZES = {
 }
 
 
+def _narrow_resnet_for_gradcheck() -> NarrowResNet:
+    """Width 1, one block per stage, two classes; only the stem's BatchNorm (``bn1``) and the head
+    train. Their gradients flow back through every layer after the stem convolution (every block's
+    convolutions, BatchNorms, ReLUs, skip additions and downsampling, the pooling and the head),
+    in 20 elements. All 1,458 parameters and the input (about 2,000 elements, two forward passes
+    each) take tens of seconds in exact mode."""
+    model = NarrowResNet((1, 1, 1, 1), width=1, num_classes=2)
+    for name, param in model.named_parameters():
+        param.requires_grad_(name.startswith(("bn1.", "fc.")))
+    return model
+
+
+@gradcheck_module(
+    _narrow_resnet_for_gradcheck,
+    lambda g: (randn(g, 3, 3, 8, 8),),  # 8x8: 4x4 after the stem, 1x1 from layer2 on; batch 3
+    wrt=(),  # the input is not checked (576 elements); bn1 and the head are
+    note="bn1 and fc only: their gradients traverse every layer after the stem convolution",
+)
 class NarrowResNet(ResNet):
     """torchvision's ResNet with BasicBlocks and stage widths w, 2w, 4w, 8w instead of 64-512.
 

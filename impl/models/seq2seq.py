@@ -55,6 +55,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from impl.differentiable import gradcheck_module, no_gradcheck, randn
 from impl.machine import ONEDNN_BF16
 from impl.models._tokens import right_padded_token_ids
 from impl.registry import Cap, register_model
@@ -104,6 +105,7 @@ def _check_ids(src: Tensor, tgt: Tensor) -> None:
         )
 
 
+@no_gradcheck("counts tokens: an integer output of integer ids")
 def source_lengths(src: Tensor, pad_token: int) -> Tensor:
     """Real tokens per sample (B,); an all-pad source counts as one token, read at step 0."""
     return (src != pad_token).sum(dim=1).clamp(min=1)
@@ -141,6 +143,15 @@ class Seq2SeqLSTM(nn.Module):
         return self.fc(out)  # (B, T, V)
 
 
+@gradcheck_module(
+    lambda: AdditiveAttention(hidden_size=3),
+    lambda g: (
+        randn(g, 2, 3),
+        randn(g, 2, 4, 3),
+        randn(g, 2, 4, 3),
+        torch.tensor([[False, False, False, True], [False, False, False, False]]),
+    ),
+)
 class AdditiveAttention(nn.Module):
     """Bahdanau attention: score_j = v^T tanh(W_q s + W_k h_j), softmax over real source tokens.
 

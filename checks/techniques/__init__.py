@@ -1,0 +1,1 @@
+"""Checks of the techniques library: test_<module>.py checks impl/techniques/<module>.py."""
