@@ -20,7 +20,7 @@ Three curriculum models, one class (``LinearRegression``, the input width D a co
   (calibrated on 256 samples, scored on 64) its SQNR fell as low as 17.8 dB, under the 20 dB floor
   the ``quant_static`` backend holds (18-20 dB for the other two). At 11 parameters the model is
   also too small for the size claim to show: the quantised state_dict is larger than the float
-  one (catalog B17, ``checks/test_quantization.py``). 000
+  one (catalog B17, ``checks/techniques/test_quantization.py``). 000
   §11.1's init demos use ``nn.Linear(10, 5)``; that is not this (B, 1) regression model.
 - ``linreg_1d``, curriculum 002 Q53 (also Q56-Q59, Q62-Q64): ``nn.Linear(1, 1)``, 2 parameters,
   MSE and SGD lr 0.01. The curriculum's data: Q53/Q56 x = [1, 2, 3, 4], y = 2x; Q59/Q62/Q63

@@ -35,7 +35,9 @@ from torch.ao.quantization import (
     quantize_dynamic,
 )
 
+from impl.differentiable import no_gradcheck
 from impl.tasks import Output, output_tensors
+from impl.techniques.registry import Category, register_technique
 
 
 def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
@@ -46,6 +48,7 @@ def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
     return quantize_dynamic(quantized, {nn.Linear, nn.LSTM}, dtype=torch.qint8, inplace=True)
 
 
+@no_gradcheck("a quantisation wrapper: int8 kernels after convert have no autograd")
 class QuantStubbed(nn.Module):
     """QuantStub -> ``model`` -> DeQuantStub, the fix for catalog B15.
 
@@ -137,3 +140,13 @@ def top1_agreement(reference_logits: Tensor, approx_logits: Tensor) -> float:
         )
     same = reference_logits.argmax(dim=-1) == approx_logits.argmax(dim=-1)  # (...,)
     return float(same.double().mean())
+
+
+register_technique(
+    name="static_quantization",
+    category=Category.DEPLOYMENT,
+    curriculum="002 Q75, Q83, Q92",
+    summary="eager post-training static int8: QuantStub/DeQuantStub, eval, calibrate, convert",
+    api="torch.ao.quantization.prepare / convert with get_default_qconfig",
+    bugs=("B15", "B17"),
+)

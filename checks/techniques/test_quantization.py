@@ -125,7 +125,7 @@ def tiny_static_quantised(name: str) -> tuple[nn.Module, nn.Module]:
 
 
 @pytest.mark.parametrize("name", STATIC_CASES)
-def test_static_quantisation_replaces_every_conv_and_linear(name: str) -> None:
+def test_static_quantization_replaces_every_conv_and_linear(name: str) -> None:
     model, quantized = tiny_static_quantised(name)
     swaps = {nn.Conv2d: nnq.Conv2d, nn.Linear: nnq.Linear}
     for float_type, int8_type in swaps.items():
@@ -137,7 +137,7 @@ def test_static_quantisation_replaces_every_conv_and_linear(name: str) -> None:
 
 @pytest.mark.parametrize("name", STATIC_CASES)
 @given(data=st.data())
-def test_static_quantised_model_takes_float_and_returns_float_of_the_declared_shape(
+def test_static_quantization_model_takes_float_and_returns_float_of_the_declared_shape(
     name: str, data: st.DataObject
 ) -> None:
     """The stubs at work (catalog B15): no quantised tensor crosses the model's boundary."""
@@ -153,7 +153,7 @@ def test_static_quantised_model_takes_float_and_returns_float_of_the_declared_sh
 
 @pytest.mark.parametrize("name", STATIC_CASES)
 @given(data=st.data())
-def test_static_quantisation_is_close_to_float(name: str, data: st.DataObject) -> None:
+def test_static_quantization_is_close_to_float(name: str, data: st.DataObject) -> None:
     spec = get_spec(name)
     cfg = spec.config("tiny")
     draw = data.draw(input_draws(spec, cfg))
@@ -165,14 +165,14 @@ def test_static_quantisation_is_close_to_float(name: str, data: st.DataObject) -
 
 
 @pytest.mark.parametrize("name", LARGE_STATIC_CASES)
-def test_static_quantisation_shrinks_the_full_state_dict_3x(name: str) -> None:
+def test_static_quantization_shrinks_the_full_state_dict_3x(name: str) -> None:
     model, quantized = static_quantised(get_spec(name), "full")
     assert state_dict_bytes(model) >= MIN_SHRINK * state_dict_bytes(quantized)
 
 
 @pytest.mark.parametrize("name", STATIC_CASES)
 @pytest.mark.parametrize("calibration", [[], iter(())], ids=["empty-list", "empty-iterator"])
-def test_static_quantisation_without_calibration_raises(name: str, calibration: Any) -> None:
+def test_static_quantization_without_calibration_raises(name: str, calibration: Any) -> None:
     """Without calibration the observers have seen nothing and every scale would be a guess."""
     with pytest.raises(ValueError, match="calibration is empty"):
         quantize_static_int8(get_spec(name).create("tiny"), calibration)
@@ -217,6 +217,58 @@ def test_quantised_state_dict_of_a_tiny_model_is_larger_not_smaller(name: str, c
     model = spec.create("full").eval()
     quantised = QUANTISERS[cap](model, spec.inputs(spec.config("full"), 32))
     assert state_dict_bytes(quantised) > state_dict_bytes(model)
+
+
+class CurriculumSimpleModelQ92(torch.nn.Module):
+    """002 Q92 as written: one Linear(10, 1), and no QuantStub or DeQuantStub around it."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(10, 1)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+def curriculum_static_quantization_q92(model, data):
+    """002 Q75, Q83, Q92 as written: qconfig, prepare, calibrate (Q92's 10 passes), convert."""
+    model.qconfig = torch.quantization.get_default_qconfig("fbgemm")
+    model_prepared = torch.quantization.prepare(model)
+    with torch.no_grad():
+        for _ in range(10):
+            model_prepared(data)
+    return torch.quantization.convert(model_prepared)
+
+
+def test_static_quantization_seed_without_stubs_rejects_float_input_b15() -> None:
+    """Catalog B15: without QuantStub the converted quantized.Linear is handed a float tensor and
+    raises; with the stubs the same model takes and returns float. The model is put in eval, which
+    the curriculum forgets too, so only the missing stubs are on trial."""
+    torch.manual_seed(0)
+    data = torch.randn(100, 10)
+    model = CurriculumSimpleModelQ92().eval()
+    ours = quantize_static_int8(model, [(data,)])  # first: it leaves ``model`` untouched
+    seed_quantized = curriculum_static_quantization_q92(model, data)
+    assert type(seed_quantized.fc) is torch.ao.nn.quantized.Linear
+    with pytest.raises(NotImplementedError, match="quantized::linear"):
+        seed_quantized(data)
+    with torch.no_grad():
+        out = ours(data)
+        assert out.dtype == torch.float32 and out.shape == (100, 1)
+        assert sqnr_db(model(data), out) >= 25.0
+
+
+def test_static_quantization_seed_size_from_torch_save_raises_b17(tmp_path, monkeypatch) -> None:
+    """Catalog B17: 002 Q92 takes the model size from ``torch.save``'s return value, which is
+    None, and divides it by 1024 (TypeError); ``state_dict_bytes`` measures what the file holds."""
+    monkeypatch.chdir(tmp_path)
+    model = nn.Linear(10, 1)
+    with pytest.raises(TypeError, match="NoneType"):
+        original_size = torch.save(model.state_dict(), "original_model.pth")  # the seed's line
+        print(f"Original Model Size: {original_size / 1024:.2f} KB")
+    # the same bytes but for the archive's record names, which repeat the file's stem
+    saved = (tmp_path / "original_model.pth").stat().st_size
+    assert state_dict_bytes(model) == pytest.approx(saved, rel=0.05)
 
 
 QUANTISERS: dict[Cap, Callable[[nn.Module, tuple[Tensor, ...]], nn.Module]] = {
