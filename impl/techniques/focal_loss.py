@@ -19,9 +19,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from impl.differentiable import gradcheck_function, gradcheck_module, randn
+from impl.techniques.registry import Category, LossCase, register_technique
+
 Reduction = Literal["none", "mean", "sum"]
 
 
+def _binary_targets(generator: torch.Generator, *shape: int) -> Tensor:
+    return torch.randint(0, 2, shape, generator=generator).double()
+
+
+@gradcheck_function(lambda g: (randn(g, 6), _binary_targets(g, 6)), wrt=(0,))
 def sigmoid_focal_loss(
     logits: Tensor,
     targets: Tensor,
@@ -49,6 +57,11 @@ def sigmoid_focal_loss(
     raise ValueError(f"reduction must be 'none', 'mean' or 'sum', got {reduction!r}")
 
 
+@gradcheck_module(
+    lambda: FocalLoss(alpha=0.25, gamma=2.0),
+    lambda g: (randn(g, 2, 3), _binary_targets(g, 2, 3)),
+    wrt=(0,),
+)
 class FocalLoss(nn.Module):
     """Module form of ``sigmoid_focal_loss``, a drop-in for ``nn.BCEWithLogitsLoss``."""
 
@@ -60,3 +73,20 @@ class FocalLoss(nn.Module):
 
     def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
         return sigmoid_focal_loss(logits, targets, self.alpha, self.gamma, self.reduction)
+
+
+register_technique(
+    name="focal_loss",
+    category=Category.LOSS,
+    curriculum="002 Q29 v1",
+    summary="binary focal loss α_t (1 - p_t)^γ CE with p_t the true class's probability",
+    api="torchvision.ops.sigmoid_focal_loss",
+    bugs=("B13",),
+    losses=(
+        LossCase(
+            name="sigmoid_focal_loss",
+            make=lambda g: (sigmoid_focal_loss, (randn(g, 3, 4), _binary_targets(g, 3, 4))),
+            elementwise_shape=lambda inputs: tuple(inputs[1].shape),
+        ),
+    ),
+)
