@@ -14,6 +14,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from impl.techniques.registry import Category, register_technique
+
 
 def total_grad_norm(parameters: Iterable[nn.Parameter], norm_type: float = 2.0) -> Tensor:
     """The norm of all gradients concatenated into one vector (what ``clip_grad_norm_`` returns).
@@ -58,3 +60,13 @@ def clip_gradients(
         nn.utils.clip_grad_value_(params, max_value)
         return before
     raise ValueError(f"mode must be 'norm' or 'value', got {mode!r}")
+
+
+register_technique(
+    name="grad_clip_norm",
+    category=Category.NUMERICS,
+    curriculum="000 §11.6.2; 001 Q10, H4; 002 Q68; 003 §5",
+    summary="clip_grad_norm_ scales all grads by one factor so their global norm ≤ max_norm",
+    api="torch.nn.utils.clip_grad_norm_, torch.nn.utils.clip_grad_value_",
+    bugs=("B27",),
+)
