@@ -7,7 +7,8 @@ seed's, so its state_dict loads as it is. There is no nonlinearity anywhere, so 
 an affine function of its two inputs (declared ``affine=True`` and checked): the two projections
 and the classifier could be folded into one Linear(128 + 64, 5). We keep the seed's wiring, since
 it is the curriculum's example of fusion by ``torch.cat``. The only addition: both inputs are
-checked (rank, feature size, and equal batch sizes) before use.
+checked (rank, feature size, and equal batch sizes) before use. The fusion itself is the
+technique ``multimodal_fusion`` (``impl.techniques.fusion.concat_fusion``).
 Dimension key: B batch, I image features, T text features, H hidden units per branch, K classes.
 """
 
@@ -20,6 +21,7 @@ from torch import Tensor, nn
 
 from impl.registry import Cap, register_model
 from impl.tasks import class_logits_shape
+from impl.techniques.fusion import concat_fusion
 
 
 @dataclass(frozen=True)
@@ -63,7 +65,7 @@ class MultiInputFusion(nn.Module):
                 f"expected text features (B, {self.text_features}) with the image's "
                 f"B = {image.shape[0]}, got {list(text.shape)}"
             )
-        combined = torch.cat((self.img_fc(image), self.text_fc(text)), dim=1)  # (B, 2H)
+        combined = concat_fusion(self.img_fc(image), self.text_fc(text))  # (B, 2H)
         return self.classifier(combined)  # (B, K)
 
 

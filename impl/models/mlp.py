@@ -5,9 +5,10 @@ Curriculum:
 - ``mlp_784_128_10``: 003 §2 (Linear(784, 128) -> ReLU -> Linear(128, 10), 101,770 parameters).
 - ``mlp_784_256_10_act``: 002 Q28 v2 (``SimpleNet``: view(-1, 784) -> Linear(784, 256) ->
   activation -> Linear(256, 10), 203,530 parameters plus Swish's beta when it is trainable). The
-  activations are the curriculum's own reference implementations, written by hand: Swish
-  x * sigmoid(beta * x) with beta a buffer or a trainable parameter, and GELU, exact (erf) or
-  tanh-approximated. Deviations from the seed:
+  activations are the curriculum's own reference implementations, written by hand in
+  ``impl.techniques.activations`` (technique ``activations``): Swish x * sigmoid(beta * x) with
+  beta a buffer or a trainable parameter, and GELU, exact (erf) or tanh-approximated.
+  Deviations from the seed:
   - We flatten with ``flatten(1)`` after checking the shape, where the seed's ``view(-1, 784)``
     silently turns a wrong-sized input into a different number of rows (the pattern of catalog
     B36, here in Q28).
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import math
 from dataclasses import dataclass
 
 import torch
@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from impl.registry import Cap, register_model
 from impl.tasks import class_logits_shape
+from impl.techniques.activations import GELU, Swish
 
 
 @dataclass(frozen=True)
@@ -84,52 +85,8 @@ def mlp_784_128_10(cfg: MLPConfig) -> MLP:
 
 
 # ---------------------------------------------------------------------------------------------
-# 002 Q28: hand-written activations and the MLP that plugs them in
+# 002 Q28: the MLP that plugs in the hand-written activations of impl.techniques.activations
 # ---------------------------------------------------------------------------------------------
-
-
-class Swish(nn.Module):
-    """Swish(x) = x * sigmoid(beta * x); beta = 1 is SiLU.
-
-    ``trainable=False`` keeps beta in a buffer (in the state_dict, never trained);
-    ``trainable=True`` makes it an ``nn.Parameter`` that the optimiser updates. Shape: any.
-    """
-
-    def __init__(self, beta: float = 1.0, trainable: bool = False) -> None:
-        super().__init__()
-        self.trainable = trainable
-        if trainable:
-            self.beta = nn.Parameter(torch.tensor(float(beta)))
-        else:
-            self.register_buffer("beta", torch.tensor(float(beta)))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return x * torch.sigmoid(self.beta * x)
-
-    def extra_repr(self) -> str:
-        return f"beta={float(self.beta):g}, trainable={self.trainable}"
-
-
-class GELU(nn.Module):
-    """GELU(x) = x * Phi(x), Phi the standard normal CDF: exact via erf (``approximate="none"``,
-    as ``nn.GELU()``), or 0.5 x (1 + tanh(sqrt(2 / pi) (x + 0.044715 x^3))) (``"tanh"``).
-    Shape: any."""
-
-    def __init__(self, approximate: str = "none") -> None:
-        super().__init__()
-        if approximate not in ("none", "tanh"):
-            raise ValueError(f"approximate must be 'none' or 'tanh', got {approximate!r}")
-        self.approximate = approximate
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.approximate == "tanh":
-            inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))
-            return 0.5 * x * (1.0 + torch.tanh(inner))
-        # Phi(x) = (1 + erf(x / sqrt(2))) / 2; sqrt(0.5) = 1 / sqrt(2), as PyTorch's kernel has it
-        return x * 0.5 * (1.0 + torch.erf(x * math.sqrt(0.5)))
-
-    def extra_repr(self) -> str:
-        return f"approximate={self.approximate!r}"
 
 
 ACTIVATIONS = ("relu", "gelu", "gelu_tanh", "swish", "swish_trainable")

@@ -23,6 +23,8 @@ Deliberate deviations from the seed, each a fix:
   in the seed's softmax of all -inf gives NaN that the next layer spreads to the whole sequence
   (catalog attention_sdp). The attention core also gives zero weights to a fully masked query,
   as ``F.scaled_dot_product_attention`` does, so that it equals SDPA for every mask.
+The attention core, the masks and the position table are the techniques ``attention_sdp`` and
+``positional_encoding`` (``impl.techniques.attention``); this module wires them into the model.
 Mask convention (the seed's and SDPA's boolean one): a query may attend to a key where the mask
 is True (non-zero) and may not where it is False (0).
 
@@ -32,15 +34,20 @@ V vocabulary.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from impl.differentiable import gradcheck_module, randn
 from impl.models._tokens import padded_token_inputs
 from impl.registry import Cap, register_model
 from impl.tasks import LANGUAGE_MODEL
+from impl.techniques.attention import (
+    causal_padding_mask,
+    scaled_dot_product_attention,
+    sinusoidal_positions,
+)
 
 
 @dataclass(frozen=True)
@@ -75,31 +82,16 @@ SIZES = {
 }
 
 
-def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-    """softmax(q k^T / sqrt(D), masked) v: equal to ``F.scaled_dot_product_attention(q, k, v,
-    attn_mask=mask)`` for a boolean mask, a fully masked query included (zero weights, not NaN).
-
-    Shape: q (..., T, D), k and v (..., S, D), mask broadcastable to (..., T, S) -> (..., T, D)
-    """
-    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (..., T, S)
-    if mask is None:
-        return torch.softmax(scores, dim=-1) @ v
-    blocked = mask == 0
-    weights = torch.softmax(scores.masked_fill(blocked, float("-inf")), dim=-1)
-    weights = weights.masked_fill(blocked.all(dim=-1, keepdim=True), 0.0)  # not NaN
-    return weights @ v  # (..., T, D)
+def _sequence(generator: torch.Generator) -> tuple[Tensor, ...]:
+    """x (1, 3, 4) and a causal mask (3, 3): the gradcheck inputs of the layers below (E = 4 in
+    2 heads; each parameter costs gradcheck two forward passes, each output one backward)."""
+    return randn(generator, 1, 3, 4), torch.ones(3, 3, dtype=torch.bool).tril()
 
 
-def sinusoidal_positions(max_len: int, d_model: int) -> Tensor:
-    """PE[p, 2i] = sin(p / 10000^(2i/E)), PE[p, 2i + 1] = cos(the same): (1, max_len, E)."""
-    table = torch.zeros(max_len, d_model)
-    position = torch.arange(0, max_len, dtype=torch.float).unsqueeze(1)  # (max_len, 1)
-    div_term = torch.exp(torch.arange(0, d_model, 2).float() * (-math.log(10000.0) / d_model))
-    table[:, 0::2] = torch.sin(position * div_term)
-    table[:, 1::2] = torch.cos(position * div_term)
-    return table.unsqueeze(0)
-
-
+@gradcheck_module(
+    lambda: MultiHeadAttention(4, 2),
+    lambda g: (lambda x, mask: (x, x.clone(), x.clone(), mask))(*_sequence(g)),
+)
 class MultiHeadAttention(nn.Module):
     """q/k/v Linear -> split into H heads -> scaled dot-product attention -> concat -> Linear.
 
@@ -128,6 +120,11 @@ class MultiHeadAttention(nn.Module):
         return self.out(out)
 
 
+@gradcheck_module(
+    lambda: TransformerBlock(2, 2, 2, dropout=0.1),
+    lambda g: (randn(g, 1, 3, 2), torch.ones(3, 3, dtype=torch.bool).tril()),
+    note="E = 2 in 2 heads: 44 parameters (MultiHeadAttention is checked at E = 4 on its own)",
+)
 class TransformerBlock(nn.Module):
     """Post-LN: x = LN(x + drop(attn(x))); x = LN(x + drop(FFN(x))), FFN = Linear-ReLU-Linear.
 
@@ -147,17 +144,6 @@ class TransformerBlock(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         x = self.norm1(x + self.dropout(self.attention(x, x, x, mask)))
         return self.norm2(x + self.dropout(self.feed_forward(x)))
-
-
-def causal_padding_mask(ids: Tensor, pad_token: int) -> Tensor:
-    """True where query t may attend to key s: s <= t, and key s is a real token or s = 0.
-
-    Shape: token ids (B, T) -> (B, 1, T, T), broadcast over the heads
-    """
-    positions = torch.arange(ids.shape[1], device=ids.device)  # (T,)
-    causal = positions.unsqueeze(0) <= positions.unsqueeze(1)  # (T, T): [t, s] = s <= t
-    keys = (ids != pad_token) | (positions == 0)  # (B, T): key 0 stays visible, so no row is empty
-    return (causal.unsqueeze(0) & keys.unsqueeze(1)).unsqueeze(1)  # (B, 1, T, T)
 
 
 class TransformerLM(nn.Module):
@@ -194,6 +180,17 @@ class TransformerLM(nn.Module):
         return self.fc(x)  # (B, T, V)
 
 
+# the smallest network with every kind of layer: 59 parameters
+_GRADCHECK_LM = TransformerLMConfig(
+    vocab_size=3, d_model=2, num_heads=1, num_layers=1, d_ff=2, max_len=3
+)
+
+
+@gradcheck_module(
+    lambda: TorchTransformerLM(TransformerLM(_GRADCHECK_LM)),
+    lambda g: (torch.tensor([[2, 1, 0]]),),  # right-padded: the padding mask is in play
+    note="the parameters (token ids are integers), with right padding and dropout",
+)
 class TorchTransformerLM(nn.Module):
     """The same network from PyTorch's own layers: one nn.TransformerEncoderLayer (post-LN, ReLU,
     batch first; its nn.MultiheadAttention runs F.scaled_dot_product_attention) per block, with
