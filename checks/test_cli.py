@@ -18,6 +18,7 @@ from bench.report import OUTPUT_FILES, ReportError, collate
 from checks.commands import REPO, snapshot, torchgauge
 from impl import list_models
 from impl.machine import ONEDNN_BF16
+from impl.techniques.registry import get_technique, list_techniques, techniques_markdown
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +189,26 @@ def test_list_prints_every_registered_model(tmp_path: Path) -> None:
     assert result.returncode == 0
     listed = [line.split()[0] for line in result.stdout.splitlines()[1:]]
     assert listed == list_models()
+
+
+def test_list_techniques_names_each_techniques_code_and_checks(tmp_path: Path) -> None:
+    """One row per registered technique, in the registry's order, with its files; --markdown is
+    the README's table."""
+    result = torchgauge("list", "--techniques", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[1:]]
+    assert [row[0] for row in rows] == list_techniques()
+    for row in rows:
+        spec = get_technique(row[0])
+        assert spec.checks in row and all(path in row for path in spec.implementation)
+    markdown = torchgauge("list", "--techniques", "--markdown", cwd=tmp_path)
+    assert markdown.returncode == 0 and markdown.stdout.strip() == techniques_markdown()
+
+
+def test_list_markdown_without_techniques_is_a_usage_error(tmp_path: Path) -> None:
+    result = torchgauge("list", "--markdown", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == ["torchgauge: error: --markdown goes with --techniques"]
 
 
 @pytest.mark.slow
