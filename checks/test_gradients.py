@@ -9,8 +9,8 @@ Two sources, no list kept by hand:
   first kind.
 
 ``torch.autograd.gradcheck`` compares autograd's Jacobian with central finite differences. Models
-run in fast mode (one random projection u^T J v per input, Chen et al.'s trick, PyTorch's
-``fast_mode``), the small declared cases in exact mode (the whole Jacobian).
+run in fast mode (a random projection u^T J v per input instead of the whole Jacobian, PyTorch's
+``fast_mode``), the declared cases in exact mode (the whole Jacobian) while they stay small.
 """
 
 from __future__ import annotations

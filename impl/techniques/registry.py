@@ -106,8 +106,8 @@ def register_technique(**fields: Any) -> TechniqueSpec:
         raise ValueError(f"technique name {name!r} must be a catalog id (lower case, digits, _)")
     if name in _REGISTRY:
         raise ValueError(f"technique {name!r} is registered twice")
-    caller = inspect.stack()[1].frame.f_globals["__name__"]
-    fields.setdefault("module", caller)
+    caller = inspect.currentframe().f_back  # the declaring module's frame (no source read)
+    fields.setdefault("module", caller.f_globals["__name__"])
     fields["category"] = Category(fields["category"])
     spec = TechniqueSpec(**fields)
     _REGISTRY[name] = spec
