@@ -153,4 +153,15 @@ LANGUAGE_MODEL = Task(
     next_token_targets,
     lambda logits, labels: (logits.argmax(dim=-1) == labels) | (labels == IGNORE_INDEX),
 )
-TASKS = {task.name: task for task in (CLASSIFICATION, BINARY, REGRESSION, LANGUAGE_MODEL)}
+# Per-pixel masks: a model scores each pixel of each class as a binary question (multi-label).
+# The default targets are random masks; a model with a scene generator declares its own.
+SEGMENTATION = Task(
+    "segmentation",
+    "per-pixel logits (B, K, H, W), one binary mask per class; binary cross entropy with logits",
+    F.binary_cross_entropy_with_logits,
+    binary_targets,
+    lambda logits, masks: (logits > 0) == (masks > 0.5),
+)
+TASKS = {
+    task.name: task for task in (CLASSIFICATION, BINARY, REGRESSION, LANGUAGE_MODEL, SEGMENTATION)
+}
