@@ -2,10 +2,12 @@
 
 from impl.models import (
     attention,
+    autoencoder,
     batchnorm,
     binary_mlp,
     cnn,
     fusion,
+    gcn,
     linear,
     lstm,
     mlp,
@@ -15,14 +17,19 @@ from impl.models import (
     seq2seq,
     transformer,
     transformer_lm,
+    unet,
+    vae,
+    vit,
 )
 
 __all__ = [
     "attention",
+    "autoencoder",
     "batchnorm",
     "binary_mlp",
     "cnn",
     "fusion",
+    "gcn",
     "linear",
     "lstm",
     "mlp",
@@ -32,4 +39,7 @@ __all__ = [
     "seq2seq",
     "transformer",
     "transformer_lm",
+    "unet",
+    "vae",
+    "vit",
 ]
