@@ -208,7 +208,9 @@ def test_list_techniques_names_each_techniques_code_and_checks(tmp_path: Path) -
 def test_list_markdown_without_techniques_is_a_usage_error(tmp_path: Path) -> None:
     result = torchgauge("list", "--markdown", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["torchgauge: error: --markdown goes with --techniques"]
+    assert result.stderr.strip().splitlines() == [
+        "torchgauge: error: --markdown goes with --techniques"
+    ]
 
 
 @pytest.mark.slow
