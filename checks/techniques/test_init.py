@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from scipy import stats
 from torch import nn
 
+from checks.test_curriculum_bugs_unet import DoubleConv as CurriculumDoubleConvQ49  # 002 Q49
 from impl.techniques.init import (
     InitLaw,
     deep_linear_stack,
@@ -498,23 +499,6 @@ def test_init_custom_apply_vit_patch_embedding_is_initialised_through_its_2d_vie
     four_d = xavier_law((48, 3, 4, 4), "uniform")
     assert conv.weight.abs().max() > four_d.bound  # wider than the 4-D conv's law allows
     assert not conv.bias.any()
-
-
-class CurriculumDoubleConvQ49(nn.Module):
-    """002 Q49 ``DoubleConv`` as written (bias-free convs, each followed by BatchNorm2d)."""
-
-    def __init__(self, in_channels, out_channels, mid_channels=None):
-        super().__init__()
-        if not mid_channels:
-            mid_channels = out_channels
-        self.double_conv = nn.Sequential(
-            nn.Conv2d(in_channels, mid_channels, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(mid_channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(mid_channels, out_channels, kernel_size=3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        )
 
 
 class CurriculumUNetInitQ49(nn.Module):
