@@ -24,13 +24,12 @@ Run directory::
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import json
+import multiprocessing
 import os
 import re
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -45,6 +44,7 @@ import bench
 from bench.cases import BenchCase
 from bench.journal import FAILED, Journal, outcome
 from bench.report import OUTPUT_FILES, collate, write_report, write_text_atomically
+from bench.worker import forked_main
 from impl.plugins import PLUGINS_ENV
 
 RUN_FORMAT = 2  # 2: cases have a kind, a phase and a precision
@@ -52,6 +52,11 @@ BENCH_DIR = Path(bench.__file__).parent
 POLL_S = 0.1  # how often the supervisor reads the journal and checks its worker
 DEFAULT_CASE_TIMEOUT_S = 300.0
 OUTPUTS = (*OUTPUT_FILES, "benchmark.json")  # what a complete run adds to its directory
+# A fresh interpreter spends 4-5 s here importing these before a worker's first case: over a quick
+# run's 38 models, 3 of its 10 minutes. Workers are forked instead from multiprocessing's
+# forkserver, a process that imports them once and does nothing else: no tensor op runs there, so
+# no thread pool is forked. Each model still gets a new process: its own memory, its own crash.
+WARM_MODULES = ["torch", "torchvision", "impl.models", "pytest", "pytest_benchmark.plugin"]
 
 
 class RunError(Exception):
@@ -226,22 +231,12 @@ def _run_worker(run: RunDir, cases: list[BenchCase], progress: Progress, log_sta
     settings = run.settings
     _, offset = run.journal.records()
     by_id = {case.id: case for case in cases}
-    with open(run.path / "worker.log", "ab") as log:
-        worker = subprocess.Popen(
-            _worker_command(run, cases),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=run.meta["cwd"],
-            env={**os.environ, PLUGINS_ENV: ",".join(settings.plugins)},
-            start_new_session=True,  # the timeout kills the worker's whole process group
-            preexec_fn=_die_with_parent(os.getpid()),
-        )
+    worker = _start_worker(run, cases)
     current: BenchCase | None = None  # the case the worker is in, per its last start record
     since = time.monotonic()  # the first case's clock includes the worker's start-up
     try:
         while True:
-            exited = worker.poll() is not None
+            exited = worker.exitcode is not None
             records, offset = run.journal.records(offset)
             for record in records:
                 if record["record"] == "start":
@@ -260,15 +255,15 @@ def _run_worker(run: RunDir, cases: list[BenchCase], progress: Progress, log_sta
                         "the worker was killed"
                     )
                     _record(run, progress, outcome(late, "timeout", reason))
-                return worker.returncode
+                return worker.exitcode
             time.sleep(POLL_S)
     except BaseException:  # interrupted: take the worker down with us, keep the journal
         _kill(worker)
         raise
     if current is not None:  # the worker died inside a case
         where = _fatal_error(_new_output(run.path / "worker.log", log_start))
-        _record(run, progress, _crash(current, worker.returncode, where))
-    return worker.returncode
+        _record(run, progress, _crash(current, worker.exitcode, where))
+    return worker.exitcode
 
 
 def _record(run: RunDir, progress: Progress, result: dict) -> None:
@@ -305,51 +300,49 @@ def _new_output(log: Path, start: int) -> str:
 
 
 def _fatal_error(output: str) -> str:
-    """Python's fault handler (on in pytest) names a fatal signal and the innermost frame:
-    ": Fatal Python error: Aborted, in forward (models.py:50)", or "" if it said nothing."""
+    """Python's fault handler (on in pytest) names a fatal signal and the innermost frame of the
+    thread it hit: ": Fatal Python error: Aborted, in forward (models.py:50)", or "" if it said
+    nothing. It lists the other threads first (the worker's supervisor watch among them)."""
     lines = output.splitlines()
     for i, line in enumerate(lines):
         if line.startswith("Fatal Python error:"):
-            frame = next((f.strip() for f in lines[i + 1 :] if f.strip().startswith("File ")), "")
+            after = lines[i + 1 :]
+            current = next((j for j, f in enumerate(after) if f.startswith("Current thread")), 0)
+            frame = next((f.strip() for f in after[current:] if f.strip().startswith("File ")), "")
             found = re.match(r'File "(.+)", line (\d+) in (\S+)', frame)
             where = f", in {found[3]} ({Path(found[1]).name}:{found[2]})" if found else ""
             return f": {line.strip()}{where}"
     return ""
 
 
-def _kill(worker: subprocess.Popen) -> None:
+def _start_worker(run: RunDir, cases: list[BenchCase]) -> multiprocessing.Process:
+    """A worker on ``cases``, forked from the warm server (``WARM_MODULES``)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(WARM_MODULES)  # read when the server starts: once per process
+    env = {**os.environ, PLUGINS_ENV: ",".join(run.settings.plugins)}
+    log = str((run.path / "worker.log").resolve())
+    arguments = (_worker_arguments(run, cases), log, run.meta["cwd"], env, os.getpid())
+    worker = context.Process(target=forked_main, args=arguments, name=f"worker-{cases[0].model}")
+    worker.start()
+    return worker
+
+
+def _kill(worker: multiprocessing.Process) -> None:
     """SIGKILL the worker's process group: a hung native kernel does not answer SIGTERM."""
-    if worker.poll() is None:
+    if worker.exitcode is None:
         with suppress(ProcessLookupError):
             os.killpg(worker.pid, signal.SIGKILL)
-    worker.wait()
+    worker.join()
 
 
-def _die_with_parent(parent: int):
-    """A pre-exec hook: on Linux the worker gets SIGKILL when its supervisor dies, even by kill -9,
-    so no orphan keeps timing (and writing the journal) behind a resumed run."""
-
-    def hook() -> None:
-        try:
-            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-        except (OSError, AttributeError):  # not Linux: no such guarantee
-            return
-        if os.getppid() != parent:  # the supervisor died before the hook ran
-            os._exit(1)
-
-    return hook
-
-
-def _worker_command(run: RunDir, cases: list[BenchCase]) -> list[str]:
+def _worker_arguments(run: RunDir, cases: list[BenchCase]) -> list[str]:
+    """``bench.worker.main``'s arguments: the journal, then pytest's."""
     settings = run.settings
 
     def joined(field: str) -> str:
         return ",".join(dict.fromkeys(str(getattr(case, field)) for case in cases))
 
     return [
-        sys.executable,
-        "-m",
-        "bench.worker",
         str(run.journal.path.resolve()),
         "--",
         str(BENCH_DIR),

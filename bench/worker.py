@@ -2,7 +2,8 @@
 
 ``torchgauge run`` starts one worker process per model (as TorchBench isolates each model) and
 supervises it: if the worker dies or hangs, the cases it has finished are already on disk, and the
-supervisor records the case it was in and starts a new worker for the rest.
+supervisor records the case it was in and starts a new worker for the rest. The supervisor forks
+its workers from a warm server process (``forked_main``); by hand a worker runs as
 
     python -m bench.worker JOURNAL -- PYTEST_ARGS...
 """
@@ -10,7 +11,10 @@ supervisor records the case it was in and starts a new worker for the rest.
 from __future__ import annotations
 
 import os
+import select
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -70,6 +74,44 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m bench.worker JOURNAL -- PYTEST_ARGS...", file=sys.stderr)
         return 2
     return int(pytest.main(argv[2:], plugins=[JournalWriter(Journal(Path(argv[0])))]))
+
+
+def forked_main(argv: list[str], log: str, cwd: str, env: dict[str, str], supervisor: int) -> None:
+    """``main(argv)`` in a process forked from the supervisor's warm server (bench.runner), set up
+    as ``python -m bench.worker`` would be in a fresh one: a session of its own (a timeout kills
+    its process group), output appended to ``log``, ``cwd`` its directory and first import path,
+    ``env`` its environment. It dies with the supervisor (``_die_with``)."""
+    os.setsid()
+    _die_with(supervisor)
+    output = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    os.dup2(output, 1)
+    os.dup2(output, 2)
+    os.close(output)
+    os.chdir(cwd)
+    sys.path.insert(0, cwd)  # as ``python -m`` puts it: plugin modules import from there
+    os.environ.clear()
+    os.environ.update(env)
+    raise SystemExit(main(argv))
+
+
+def _die_with(supervisor: int) -> None:
+    """SIGKILL this worker's process group the moment ``supervisor`` exits, even by kill -9, so
+    no orphan goes on timing and writing the journal behind a resumed run. The worker's parent is
+    the warm server, which outlives the supervisor by the seconds an interpreter holding torch
+    takes to shut down, so the worker watches the supervisor itself: a thread blocked on a pidfd
+    (Linux 5.3+), which costs no CPU until the supervisor exits."""
+    if not hasattr(os, "pidfd_open"):  # not Linux: no such guarantee
+        return
+    try:
+        pidfd = os.pidfd_open(supervisor)
+    except ProcessLookupError:  # the supervisor is already gone
+        os._exit(1)
+
+    def watch() -> None:
+        select.select([pidfd], [], [])  # readable when the supervisor exits
+        os.killpg(0, signal.SIGKILL)
+
+    threading.Thread(target=watch, name="die-with-supervisor", daemon=True).start()
 
 
 if __name__ == "__main__":

@@ -108,15 +108,18 @@ def _inside_a_case_after(journal: Path, results: int) -> bool:
     return done >= results and records[-1]["record"] == "start"
 
 
-def _processes_mentioning(text: str) -> list[int]:
-    found = []
-    for proc in Path("/proc").glob("[0-9]*"):
+def _living_workers(journal: Path) -> list[int]:
+    """The pids of the run's workers (from their journaled start records) still running."""
+    pids = {r["pid"] for r in Journal(journal) if r["record"] == "start"}
+    living = []
+    for pid in pids:
         try:
-            if text in (proc / "cmdline").read_bytes().decode(errors="replace"):
-                found.append(int(proc.name))
-        except OSError:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:  # gone
             continue
-    return found
+        if state != "Z":  # a zombie has exited; it only waits for its parent to reap it
+            living.append(pid)
+    return living
 
 
 @pytest.mark.slow
@@ -151,9 +154,9 @@ def test_a_run_killed_with_sigkill_resumes_to_the_outputs_of_an_uninterrupted_ru
     assert 2 <= before < 6, f"the kill came at {before} of 6 results: not mid-run"
     # the worker went with its supervisor: no orphan goes on timing and writing the journal
     deadline = time.monotonic() + 10
-    while _processes_mentioning(str(run)) and time.monotonic() < deadline:
+    while _living_workers(run / "journal.jsonl") and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not _processes_mentioning(str(run))
+    assert not _living_workers(run / "journal.jsonl")
     time.sleep(1)
     assert sum(r["record"] == "result" for r in Journal(run / "journal.jsonl")) == before
     assert not (run / "results.csv").exists()
