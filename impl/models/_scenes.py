@@ -125,6 +125,7 @@ def scene_class_masks(images: Tensor) -> Tensor:
     return (images[:, : len(CLASSES) - 1] > THRESHOLD).float()
 
 
+@no_gradcheck("thresholds images into integer labels, pixel-index boxes and uint8 masks")
 def scene_instances(images: Tensor, grid: int = 2) -> list[dict[str, Tensor]]:
     """torchvision's detection targets of each scene, objects in row-major cell order:
     ``boxes`` (N, 4) float32 x1, y1, x2, y2 (``masks_to_boxes``: x2, y2 are the last pixel's
