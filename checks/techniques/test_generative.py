@@ -311,3 +311,94 @@ def test_gan_training_discriminator_learns_to_separate_real_from_fixed_fakes() -
     with torch.no_grad():
         assert gan.discriminator(real).mean() > 0.5 > gan.discriminator(fake).mean()
     assert F.binary_cross_entropy(gan.discriminator(real), torch.ones(32, 1)) < math.log(2)
+
+
+# --- gan_training with logits (the registered GANs, impl/models/gan.py) ---------------------------
+
+
+def _logit_pair(seed: int) -> tuple[GANTrainer, GANTrainer]:
+    """Two trainers over the same float64 weights: D returning logits with BCEWithLogitsLoss, and
+    the seed's D ending in Sigmoid with BCELoss (same layer indices, so the state_dict loads)."""
+    torch.manual_seed(seed)
+    g_logits, d_logits = (
+        MLPGenerator(NOISE, (8, 12), DATA),
+        MLPDiscriminator(DATA, (12, 8), logits=True),
+    )
+    g_sigmoid, d_sigmoid = MLPGenerator(NOISE, (8, 12), DATA), MLPDiscriminator(DATA, (12, 8))
+    g_sigmoid.load_state_dict(g_logits.state_dict())
+    d_sigmoid.load_state_dict(d_logits.state_dict())
+    nets = (g_logits, d_logits, g_sigmoid, d_sigmoid)
+    for net in nets:
+        net.double()
+    return (
+        GANTrainer.adam(g_logits, d_logits, logits=True),
+        GANTrainer.adam(g_sigmoid, d_sigmoid),
+    )
+
+
+@given(seed=SEEDS)
+@settings(max_examples=10)
+def test_gan_training_logits_with_bce_with_logits_step_as_sigmoid_with_bceloss_does(seed) -> None:
+    """Three alternating steps (float64, same noise): the logit D scored with BCEWithLogitsLoss
+    reports the seed's losses and moves both networks as the Sigmoid D with BCELoss does."""
+    logits, sigmoid = _logit_pair(seed % 1000)
+    assert isinstance(logits.criterion, nn.BCEWithLogitsLoss)
+    assert isinstance(sigmoid.criterion, nn.BCELoss)
+    for step in range(3):
+        real, _ = _batch(seed + step)
+        real = real.double()
+        losses = []
+        for trainer in (logits, sigmoid):
+            losses.append(trainer.step(real, generator=torch.Generator().manual_seed(step)))
+        torch.testing.assert_close(losses[0], losses[1], rtol=1e-10, atol=1e-12)
+    for a, b in (
+        (logits.generator, sigmoid.generator),
+        (logits.discriminator, sigmoid.discriminator),
+    ):
+        for p, q in zip(a.parameters(), b.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("logit", [40.0, 120.0])
+def test_gan_training_bceloss_on_a_saturated_sigmoid_passes_no_gradient_and_logits_do(
+    logit: float,
+) -> None:
+    """The D step's fake term where D is sure a fake is real: float32's sigmoid rounds the logit
+    to exactly 1, so BCELoss against 0 clamps log(0) at -100 (loss 100 whatever the logit) and
+    its gradient is 0: D cannot learn from that fake. BCE-with-logits gives the exact loss (the
+    logit itself, to float32 rounding) and gradient sigmoid(logit) - 0 = 1."""
+    x = torch.tensor([[logit]], requires_grad=True)
+    p = torch.sigmoid(x)
+    assert p.item() == 1.0
+    clamped = nn.BCELoss()(p, torch.zeros(1, 1))
+    clamped.backward()
+    assert clamped.item() == 100.0 and x.grad.item() == 0.0
+    x.grad = None
+    exact = nn.BCEWithLogitsLoss()(x, torch.zeros(1, 1))
+    exact.backward()
+    torch.testing.assert_close(exact, torch.tensor(logit))
+    assert x.grad.item() == 1.0
+
+
+def test_gan_training_networks_take_hidden_widths_and_an_output_shape() -> None:
+    """002 Q34 v1 (G 128-256, D 256-128, flat) and v2 (G 256-512-1024 as (1, 28, 28), D 512-256):
+    the layer counts and shapes; D flattens an image batch per sample."""
+    torch.manual_seed(0)
+    g = MLPGenerator(100, (256, 512, 1024), 784, out_shape=(1, 28, 28))
+    d = MLPDiscriminator(784, (512, 256), logits=True)
+    linears = [m for m in g.net if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [
+        (100, 256),
+        (256, 512),
+        (512, 1024),
+        (1024, 784),
+    ]
+    assert not any(isinstance(m, nn.Sigmoid) for m in d.net)
+    z = torch.randn(3, 100)
+    images = g(z)
+    assert images.shape == (3, 1, 28, 28)
+    torch.testing.assert_close(d(images), d(images.flatten(1)), rtol=0, atol=0)
+    with pytest.raises(ValueError, match="does not hold 784 values"):
+        MLPGenerator(100, 128, 784, out_shape=(1, 27, 28))
+    with pytest.raises(ValueError, match="hidden widths"):
+        MLPDiscriminator(784, ())

@@ -1,9 +1,9 @@
 """Generative-model techniques: the VAE's reparameterisation and KL term, and the GAN's
 alternating discriminator/generator updates.
 
-Curriculum: 002 Q44 (VAE, v1 and v2) and 002 Q34 v2 (GAN). The models themselves come later;
-here are the pieces they use, written so that each property the catalog names can be checked on
-its own.
+Curriculum: 002 Q44 (VAE, v1 and v2) and 002 Q34 (GAN, v1 and v2). Here are the pieces the
+models use (``impl.models.vae``, ``impl.models.gan``), written so that each property the catalog
+names can be checked on its own.
 
 VAE (catalog ``vae_reparam_kl``). The encoder gives a mean ``mu`` and a log-variance ``logvar``
 per latent dimension; sampling z ~ N(mu, sigma^2) directly has no gradient with respect to mu and
@@ -32,13 +32,18 @@ GAN (catalog ``gan_training``). One step updates the discriminator D, then the g
   leaves D's gradients alone (the seed lets them fill up and relies on the next
   ``d_optimizer.zero_grad()``); either way D's parameters do not change in the G step.
 
-D ends in a Sigmoid and the loss is ``nn.BCELoss`` as in the seed (``BCEWithLogitsLoss`` on a
-logit output is the numerically stabler equivalent); G ends in Tanh, so its samples lie in
-[-1, 1], the range of images normalised with mean 0.5 and std 0.5.
+D ends in a Sigmoid and the loss is ``nn.BCELoss`` as in the seed; G ends in Tanh, so its
+samples lie in [-1, 1], the range of images normalised with mean 0.5 and std 0.5. The registered
+GANs (``impl.models.gan``) leave the Sigmoid out (``MLPDiscriminator(..., logits=True)``) and
+score D's logits with ``nn.BCEWithLogitsLoss`` (``GANTrainer.adam(..., logits=True)``): the same
+loss in exact arithmetic (checked), but float32's sigmoid rounds a logit beyond about 17 to 1, where
+``BCELoss`` then clamps the log at -100 and passes no gradient, and BCE-with-logits does not.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -158,56 +163,90 @@ class GaussianLatent(nn.Module):
 # --- GAN: alternating updates --------------------------------------------------------------------
 
 
-@gradcheck_module(lambda: MLPGenerator(3, 5, 4), lambda g: (randn(g, 2, 3),))
-class MLPGenerator(nn.Module):
-    """002 Q34 v2's generator, sizes as arguments: Linear-ReLU stacks, then Linear and Tanh.
+def _widths(hidden: int | Sequence[int]) -> tuple[int, ...]:
+    """Hidden widths: an int is two layers of that width (the checks' small networks)."""
+    widths = (hidden, hidden) if isinstance(hidden, int) else tuple(hidden)
+    if not widths or min(widths) < 1:
+        raise ValueError(f"hidden widths must be one or more positive ints, got {hidden!r}")
+    return widths
 
-    Shape: noise (B, Z) -> samples (B, D), in [-1, 1]
+
+@gradcheck_module(
+    lambda: MLPGenerator(3, (5, 6), 4, out_shape=(1, 2, 2)), lambda g: (randn(g, 2, 3),)
+)
+class MLPGenerator(nn.Module):
+    """002 Q34's generator, sizes as arguments: Linear-ReLU stacks, then Linear and Tanh.
+
+    ``hidden`` lists the hidden widths (v1: (128, 256); v2: (256, 512, 1024)); an int is two
+    layers of that width. ``out_shape`` reshapes each sample, as v2's ``view(-1, 1, 28, 28)``
+    (None: flat, as v1). ``net`` holds the layers at the seed's indices (Linear at 0, 2, 4, ...),
+    so a seed's ``fc``/``main`` state_dict loads under ``net``.
+
+    Shape: noise (B, Z) -> samples (B, D) or (B, *out_shape), in [-1, 1]
     """
 
-    def __init__(self, noise_dim: int, hidden: int, out_dim: int) -> None:
+    def __init__(
+        self,
+        noise_dim: int,
+        hidden: int | Sequence[int],
+        out_dim: int,
+        *,
+        out_shape: tuple[int, ...] | None = None,
+    ) -> None:
         super().__init__()
+        if out_shape is not None and math.prod(out_shape) != out_dim:
+            raise ValueError(f"out_shape {out_shape} does not hold {out_dim} values")
         self.noise_dim = noise_dim
-        self.net = nn.Sequential(
-            nn.Linear(noise_dim, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, hidden),
-            nn.ReLU(),
-            nn.Linear(hidden, out_dim),
-            nn.Tanh(),
-        )
+        self.out_shape = out_shape
+        sizes = (noise_dim, *_widths(hidden))
+        layers: list[nn.Module] = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+            layers += [nn.Linear(n_in, n_out), nn.ReLU()]
+        self.net = nn.Sequential(*layers, nn.Linear(sizes[-1], out_dim), nn.Tanh())
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.net(z)  # (B, D)
+        x = self.net(z)  # (B, D)
+        if self.out_shape is not None:
+            x = x.reshape((x.shape[0],) + self.out_shape)  # (B, *out_shape)
+        return x
 
 
-@gradcheck_module(lambda: MLPDiscriminator(4, 5), lambda g: (randn(g, 3, 4),))
+@gradcheck_module(lambda: MLPDiscriminator(4, (5, 3), logits=True), lambda g: (randn(g, 3, 2, 2),))
 class MLPDiscriminator(nn.Module):
-    """002 Q34 v2's discriminator, sizes as arguments: Linear-LeakyReLU(0.2) stacks, then Linear
-    and Sigmoid: the probability that the input is real.
+    """002 Q34's discriminator, sizes as arguments: Linear-LeakyReLU(0.2) stacks, then Linear
+    and (unless ``logits``) Sigmoid: the probability that the input is real.
 
-    Shape: samples (B, D) -> probabilities (B, 1), in [0, 1] (in (0, 1) in exact arithmetic;
-    float32's sigmoid rounds to 0 or 1 beyond |logit| of about 17 and 104)
+    ``hidden`` lists the hidden widths (v1: (256, 128); v2: (512, 256)); an int is two layers of
+    that width. Each sample is flattened first (v2's ``view(-1, 784)``, without its reshaping
+    across the batch). With ``logits=True`` the Sigmoid is left out: the output is the logit,
+    scored with ``BCEWithLogitsLoss``, and ``sigmoid(logit)`` is the seed's probability.
+
+    Shape: samples (B, D) or (B, ...) with D values each -> probabilities (B, 1) in [0, 1] (in
+    (0, 1) in exact arithmetic; float32's sigmoid rounds to 0 or 1 beyond |logit| of about 17 and
+    104), or logits (B, 1)
     """
 
-    def __init__(self, in_dim: int, hidden: int) -> None:
+    def __init__(self, in_dim: int, hidden: int | Sequence[int], *, logits: bool = False) -> None:
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(in_dim, hidden),
-            nn.LeakyReLU(0.2),
-            nn.Linear(hidden, hidden),
-            nn.LeakyReLU(0.2),
-            nn.Linear(hidden, 1),
-            nn.Sigmoid(),
-        )
+        self.in_dim = in_dim
+        sizes = (in_dim, *_widths(hidden))
+        layers: list[nn.Module] = []
+        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+            layers += [nn.Linear(n_in, n_out), nn.LeakyReLU(0.2)]
+        layers.append(nn.Linear(sizes[-1], 1))
+        if not logits:
+            layers.append(nn.Sigmoid())
+        self.net = nn.Sequential(*layers)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)  # (B, 1)
+        return self.net(x.flatten(1))  # (B, D) -> (B, 1)
 
 
 @dataclass
 class GANTrainer:
-    """A generator, a discriminator, one Adam optimizer each (002 Q34 v2: lr 2e-4) and BCE."""
+    """A generator, a discriminator, one Adam optimizer each (002 Q34 v2: lr 2e-4) and BCE:
+    ``nn.BCELoss`` for a discriminator ending in Sigmoid (the seed's), ``nn.BCEWithLogitsLoss``
+    for one that returns logits (``adam(..., logits=True)``; the models of ``impl.models.gan``)."""
 
     generator: nn.Module
     discriminator: nn.Module
@@ -216,22 +255,39 @@ class GANTrainer:
     criterion: nn.Module
 
     @classmethod
-    def adam(cls, generator: nn.Module, discriminator: nn.Module, lr: float = 2e-4) -> GANTrainer:
+    def adam(
+        cls,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        lr: float = 2e-4,
+        *,
+        logits: bool = False,
+    ) -> GANTrainer:
         return cls(
             generator,
             discriminator,
             torch.optim.Adam(generator.parameters(), lr=lr),
             torch.optim.Adam(discriminator.parameters(), lr=lr),
-            nn.BCELoss(),
+            nn.BCEWithLogitsLoss() if logits else nn.BCELoss(),
         )
 
-    def discriminator_step(self, real: Tensor, fake: Tensor) -> Tensor:
-        """One D update: real -> 1, fake -> 0. ``fake.detach()``: G gets no gradient."""
+    def discriminator_loss(self, real: Tensor, fake: Tensor) -> Tensor:
+        """BCE of D(real) against 1 plus BCE of D(fake.detach()) against 0 (no step taken)."""
         ones = torch.ones(real.shape[0], 1, dtype=real.dtype, device=real.device)  # (B, 1)
         zeros = torch.zeros(fake.shape[0], 1, dtype=fake.dtype, device=fake.device)  # (B, 1)
-        loss = self.criterion(self.discriminator(real), ones) + self.criterion(
+        return self.criterion(self.discriminator(real), ones) + self.criterion(
             self.discriminator(fake.detach()), zeros
         )
+
+    def generator_loss(self, fake: Tensor) -> Tensor:
+        """BCE of D(fake) against 1, the non-saturating generator loss (no step taken)."""
+        ones = torch.ones(fake.shape[0], 1, dtype=fake.dtype, device=fake.device)  # (B, 1)
+        return self.criterion(self.discriminator(fake), ones)
+
+    def discriminator_step(self, real: Tensor, fake: Tensor) -> Tensor:
+        """One D update: real -> 1, fake -> 0. ``fake.detach()``: G gets no gradient. Returns
+        the loss before the update."""
+        loss = self.discriminator_loss(real, fake)
         self.opt_d.zero_grad()
         loss.backward()
         self.opt_d.step()
@@ -239,12 +295,11 @@ class GANTrainer:
 
     def generator_step(self, fake: Tensor) -> Tensor:
         """One G update: D(fake) -> 1 (non-saturating loss); D is frozen, only G's optimizer
-        steps."""
-        ones = torch.ones(fake.shape[0], 1, dtype=fake.dtype, device=fake.device)  # (B, 1)
+        steps. Returns the loss before the update."""
         flags = [p.requires_grad for p in self.discriminator.parameters()]
         self.discriminator.requires_grad_(False)
         try:
-            loss = self.criterion(self.discriminator(fake), ones)
+            loss = self.generator_loss(fake)
             self.opt_g.zero_grad()
             loss.backward()
             self.opt_g.step()
@@ -256,7 +311,8 @@ class GANTrainer:
     def step(
         self, real: Tensor, *, generator: torch.Generator | None = None
     ) -> tuple[Tensor, Tensor]:
-        """One alternating step on a batch of real samples (B, D); returns (d_loss, g_loss).
+        """One alternating step on a batch of real samples (B, ...); returns (d_loss, g_loss),
+        each before its update.
 
         One batch of noise (B, Z) makes the fakes used by both updates, as in the seed (its G
         step reuses ``fake_images`` from the D step, now scored by the updated D).
@@ -265,7 +321,7 @@ class GANTrainer:
         noise = torch.randn(
             real.shape[0], noise_dim, generator=generator, dtype=real.dtype, device=real.device
         )  # (B, Z)
-        fake = self.generator(noise)  # (B, D)
+        fake = self.generator(noise)  # (B, ...), real's shape
         d_loss = self.discriminator_step(real, fake)
         g_loss = self.generator_step(fake)
         return d_loss, g_loss
@@ -296,5 +352,7 @@ register_technique(
     category=Category.MODULE,
     curriculum="002 Q34 v2",
     summary="alternating D/G steps: D on real=1/fake.detach()=0, G against real labels; two Adams",
-    api="torch.nn.BCELoss; torch.Tensor.detach; torch.optim.Adam (one per network)",
+    api="torch.nn.BCELoss, torch.nn.BCEWithLogitsLoss; torch.Tensor.detach; torch.optim.Adam "
+    "(one per network)",
+    also_in=("impl.models.gan",),
 )
