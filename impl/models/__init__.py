@@ -22,6 +22,7 @@ from impl.models import (
     unet,
     vae,
     vit,
+    yolov1,
 )
 
 __all__ = [
@@ -46,4 +47,5 @@ __all__ = [
     "unet",
     "vae",
     "vit",
+    "yolov1",
 ]
