@@ -651,7 +651,8 @@ def test_yolov7_scene_targets_come_from_the_images_alone() -> None:
     """The registered targets are decoded from the images, as the registry needs (it passes the
     inputs, not the scene generator): another seed gives the same targets, another image not."""
     cfg = YOLOV7.config("tiny")
-    images = draw_scenes(torch.Generator().manual_seed(3), 4, 128, 128, cfg.scene_grid)
+    size = cfg.image_size
+    images = draw_scenes(torch.Generator().manual_seed(3), 4, size, size, cfg.scene_grid)
     targets = YOLOV7.make_targets(cfg, (images,), seed=0)
     assert torch.equal(targets, YOLOV7.make_targets(cfg, (images,), seed=1))
     assert not torch.equal(targets, YOLOV7.make_targets(cfg, (images.flip(-1),), seed=0))

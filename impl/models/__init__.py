@@ -25,6 +25,7 @@ from impl.models import (
     vae,
     vit,
     yolov1,
+    yolov7,
 )
 
 __all__ = [
@@ -52,4 +53,5 @@ __all__ = [
     "vae",
     "vit",
     "yolov1",
+    "yolov7",
 ]

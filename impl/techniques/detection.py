@@ -71,7 +71,10 @@ class SPP(nn.Module):
         return (1 + len(self.pools)) * in_channels
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.cat([x, *(pool(x) for pool in self.pools)], dim=1)  # (N, (1+P)·C, H, W)
+        features = [x]
+        for pool in self.pools:  # a loop, not a starred generator: TorchScript can script it
+            features.append(pool(x))
+        return torch.cat(features, dim=1)  # (N, (1+P)·C, H, W)
 
 
 def conv_bn_silu(in_channels: int, out_channels: int, kernel_size: int = 1) -> nn.Sequential:
@@ -364,6 +367,7 @@ register_technique(
     "(1 + 3)·C channels; the SPPCSP fuse conv counts the 5·mid channels it gets",
     api="nn.MaxPool2d(k, stride=1, padding=k // 2)",
     bugs=("B11",),
+    also_in=("impl.models.yolov7",),
 )
 
 register_technique(
@@ -373,6 +377,7 @@ register_technique(
     summary="RoIAlign crops (K, C, out, out) features for K boxes in image coordinates "
     "([K, 5] or a list of [L, 4]), spatial_scale = 1 / stride",
     api="torchvision.ops.roi_align, torchvision.ops.RoIAlign",
+    also_in=("impl.models.maskrcnn",),
 )
 
 register_technique(
@@ -382,4 +387,5 @@ register_technique(
     summary="YOLO v1 S×S×(B·5 + C) grid: target encoding and decoding, box IoU, greedy NMS and "
     "the λ_coord = 5, λ_noobj = 0.5 sum-squared loss",
     api="torchvision.ops.box_iou, torchvision.ops.nms",
+    also_in=("impl.models.yolov1",),
 )
