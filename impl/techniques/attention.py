@@ -134,7 +134,7 @@ register_technique(
     summary="softmax(q k^T / sqrt(d)) v with a boolean mask; rows sum to 1, causal, a fully "
     "masked row gets zero weights instead of NaN",
     api="torch.nn.functional.scaled_dot_product_attention, torch.nn.MultiheadAttention",
-    also_in=("impl.models.transformer_lm",),
+    also_in=("impl.models.transformer_lm", "impl.models.vit", "impl.models.sam"),
 )
 
 register_technique(

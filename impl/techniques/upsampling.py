@@ -173,4 +173,5 @@ register_technique(
     api="nn.Upsample(scale_factor=2, mode='bilinear', align_corners=True), "
     "nn.ConvTranspose2d(k=2, s=2), F.pad, F.interpolate(size=...), "
     "torchvision.ops.FeaturePyramidNetwork",
+    also_in=("impl.models.fpn_mask",),
 )
