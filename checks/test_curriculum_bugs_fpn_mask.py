@@ -16,40 +16,14 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from checks.techniques.test_upsampling import CurriculumBackboneQ52v1 as BackboneNetwork
 from impl import count_parameters, get_spec
 from impl.models import fpn_mask as ours
 
 # --- 002 Q52 v1 as written (three classes, no model that uses them together) ---
 
 
-class BackboneNetwork(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Sequential(
-            nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3),
-            nn.BatchNorm2d(64),
-            nn.ReLU(inplace=True),
-            nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
-        )
-        self.conv2 = self._make_layer(64, 128, 3)
-        self.conv3 = self._make_layer(128, 256, 4)
-        self.conv4 = self._make_layer(256, 512, 6)
-
-    def _make_layer(self, in_channels, out_channels, blocks):
-        layers = []
-        for _ in range(blocks):
-            layers.append(nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1))
-            layers.append(nn.BatchNorm2d(out_channels))
-            layers.append(nn.ReLU(inplace=True))
-            in_channels = out_channels
-        return nn.Sequential(*layers)
-
-    def forward(self, x):
-        c1 = self.conv1(x)
-        c2 = self.conv2(c1)
-        c3 = self.conv3(c2)
-        c4 = self.conv4(c3)
-        return c1, c2, c3, c4
+# BackboneNetwork: the upsampling checks' copy (checks/techniques/test_upsampling.py)
 
 
 class FeaturePyramidNetwork(nn.Module):
