@@ -20,7 +20,15 @@ from torch import Tensor, nn
 
 from impl.differentiable import no_gradcheck
 from impl.machine import CUDA, INT8_ENGINE, Feature
-from impl.tasks import CLASSIFICATION, Output, Shape, Task, output_shapes, output_tensors
+from impl.tasks import (
+    CLASSIFICATION,
+    DETECTION,
+    Output,
+    Shape,
+    Task,
+    output_shapes,
+    output_tensors,
+)
 
 
 class Cap(StrEnum):
@@ -100,6 +108,11 @@ class ModelSpec:
     attention_weights: tuple[str, int] | None = None
     # Layers with batch statistics (BatchNorm) cannot train on fewer samples than this.
     min_train_batch: int = 1
+    # How far (relative) the loss after 5 bfloat16-autocast Adam steps may end from float32's
+    # (checks/test_kinds.py). bfloat16 keeps 8 bits of mantissa, so 5% holds where training moves
+    # smoothly; a sharp loss (a deep, narrow BatchNorm stack at its tiny size) amplifies rounding
+    # into a different trajectory, either way, and declares its measured spread.
+    amp_training_rtol: float = 0.05
     # model -> a module made of PyTorch's own layers, weights and buffers copied from ``model``,
     # that computes the same function in training and eval mode (e.g. nn.MultiheadAttention)
     reference: Callable[[nn.Module], nn.Module] | None = None
@@ -207,6 +220,8 @@ def register_model(
             if stray:
                 raise ValueError(f"model {name!r}: {field} {sorted(stray)} are not declared caps")
         task = spec_fields.setdefault("task", CLASSIFICATION)
+        if task is DETECTION and not (spec_fields.get("targets") and spec_fields.get("loss")):
+            raise ValueError(f"model {name!r}: a detection model declares its targets and loss")
         spec_fields["targets"] = spec_fields.get("targets") or task.targets
         spec_fields["loss"] = spec_fields.get("loss") or functools.partial(
             _task_loss, task, spec_fields.get("prediction", "")

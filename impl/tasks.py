@@ -162,6 +162,23 @@ SEGMENTATION = Task(
     binary_targets,
     lambda logits, masks: (logits > 0) == (masks > 0.5),
 )
+
+
+def _declared_by_the_detector(*args: Any) -> Tensor:
+    raise TypeError("a detection model declares its own targets and loss")
+
+
+# Detectors: what they output (a grid of boxes, objectness and classes per scale, or region
+# losses and padded detections) and how it is scored differ by architecture, so a detection model
+# declares its targets (decoded from the synthetic scenes) and its loss; there is no default.
+DETECTION = Task(
+    "detection",
+    "boxes, objectness and classes (grids per scale, or region losses and padded detections); "
+    "the model's own targets and loss",
+    _declared_by_the_detector,
+    _declared_by_the_detector,
+)
 TASKS = {
-    task.name: task for task in (CLASSIFICATION, BINARY, REGRESSION, LANGUAGE_MODEL, SEGMENTATION)
+    task.name: task
+    for task in (CLASSIFICATION, BINARY, REGRESSION, LANGUAGE_MODEL, SEGMENTATION, DETECTION)
 }

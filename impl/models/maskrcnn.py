@@ -109,7 +109,7 @@ from torchvision.ops import MultiScaleRoIAlign, clip_boxes_to_image
 from impl.differentiable import gradcheck_function, gradcheck_module, no_gradcheck, randn
 from impl.models._scenes import CLASSES, draw_scenes, scene_instances
 from impl.registry import register_model
-from impl.tasks import REGRESSION
+from impl.tasks import DETECTION
 from impl.techniques.detection import roi_align
 
 STRIDE = 4  # the backbone's output stride: conv 7x7/2, then max pool 3x3/2
@@ -570,7 +570,7 @@ def _padded_labels(
     sizes=SIZES,
     example_inputs=scene_detection_inputs,
     output_shape=_output_shape,
-    task=REGRESSION,  # no detection task: the declared loss scores the whole output
+    task=DETECTION,  # the declared loss scores the whole output
     prediction="scores",
     targets=_padded_labels,
     loss=maskrcnn_total_loss,

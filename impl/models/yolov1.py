@@ -37,8 +37,8 @@ labels minus one (C = 2 in ``tiny``; ``full`` keeps the seed's C = 20, of which 
 use classes 0 and 1). Boxes are the objects' pixel extent: ``masks_to_boxes`` gives the last
 pixel's index as x2, y2, so the box is (x1, y1, x2 + 1, y2 + 1) over the image's width and height.
 
-Task: regression on the grid (YOLO v1's loss is a sum of squared errors), with the declared loss
-above and the encoded scene targets. Head activations are linear as in the seed and the paper.
+Task: detection, with the declared loss above (YOLO v1's is a sum of squared errors over the
+grid) and the encoded scene targets. Head activations are linear as in the seed and the paper.
 
 Deviations: widths are the seed's times ``base_width / 64``, the hidden Linear width, S, C and the
 dropout are config fields (B is the seed's 2); the grid view checks its width
@@ -63,7 +63,7 @@ from torch import Tensor, nn
 from impl.differentiable import gradcheck_module, no_gradcheck, randn
 from impl.models._scenes import draw_scenes, scene_instances
 from impl.registry import Cap, register_model
-from impl.tasks import REGRESSION, Shape
+from impl.tasks import DETECTION, Shape
 from impl.techniques.detection import as_yolo_grid, encode_yolo_targets, yolo_v1_loss
 
 BOXES = 2  # B: predictor slots per cell, the seed's 5 * 2
@@ -266,7 +266,10 @@ yolo_scene_loss = functools.partial(yolo_v1_loss, B=BOXES, confidence_target="on
     sizes=SIZES,
     example_inputs=_example_inputs,
     output_shape=_output_shape,
-    task=REGRESSION,
+    task=DETECTION,
+    # 20 narrow convs with BatchNorm at 96x96: 5 Adam steps cut the loss by a third; bfloat16
+    # ends -7.6% to +2.7% from float32 over 4 seeds (checks/test_kinds.py)
+    amp_training_rtol=0.10,
     targets=_scene_targets,
     loss=yolo_scene_loss,
     caps={Cap.TORCHSCRIPT, Cap.ONNX, Cap.QUANT_DYNAMIC, Cap.AMP},

@@ -89,7 +89,7 @@ from torch import Tensor, nn
 from impl.differentiable import gradcheck_function, gradcheck_module, no_gradcheck, randn
 from impl.models._scenes import draw_scenes, scene_instances
 from impl.registry import Cap, register_model
-from impl.tasks import REGRESSION
+from impl.tasks import DETECTION
 from impl.techniques.detection import SPPCSP
 
 STRIDES = (8, 16, 32)  # of the outputs p3, p4, p5
@@ -558,7 +558,10 @@ def _output_shapes(cfg: YoloV7Config, batch_size: int) -> dict[str, tuple[int, .
     sizes=SIZES,
     example_inputs=_example_inputs,
     output_shape=_output_shapes,
-    task=REGRESSION,
+    task=DETECTION,
+    # ~60 narrow conv + BatchNorm layers: 5 Adam steps cut the loss by 20-40%, and bfloat16 ends
+    # -2.6% to +6.7% from float32 over 4 seeds (checks/test_kinds.py)
+    amp_training_rtol=0.10,
     targets=scene_targets,
     prediction="p3",
     loss=_loss,
