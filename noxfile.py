@@ -23,6 +23,7 @@ def checks(session: nox.Session) -> None:
         "--benchmark-disable",
         "--bench-quick",
         "--bench-batch-sizes=1,8",
+        "--durations=30",  # where the budget goes
         *session.posargs,
         # two workers on two CPUs, each with OpenMP threads: waiting threads sleep, not spin
         env={"OMP_WAIT_POLICY": "PASSIVE"},
