@@ -53,7 +53,7 @@ POLL_S = 0.1  # how often the supervisor reads the journal and checks its worker
 DEFAULT_CASE_TIMEOUT_S = 300.0
 OUTPUTS = (*OUTPUT_FILES, "benchmark.json")  # what a complete run adds to its directory
 # A fresh interpreter spends 4-5 s here importing these before a worker's first case: over a quick
-# run's 38 models, 3 of its 10 minutes. Workers are forked instead from multiprocessing's
+# run's 41 models, about 3 of its 10 minutes. Workers are forked instead from multiprocessing's
 # forkserver, a process that imports them once and does nothing else: no tensor op runs there, so
 # no thread pool is forked. Each model still gets a new process: its own memory, its own crash.
 WARM_MODULES = ["torch", "torchvision", "impl.models", "pytest", "pytest_benchmark.plugin"]

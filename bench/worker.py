@@ -106,6 +106,8 @@ def _die_with(supervisor: int) -> None:
         pidfd = os.pidfd_open(supervisor)
     except ProcessLookupError:  # the supervisor is already gone
         os._exit(1)
+    except OSError:  # a kernel before 5.3: no such guarantee
+        return
 
     def watch() -> None:
         select.select([pidfd], [], [])  # readable when the supervisor exits
