@@ -12,6 +12,8 @@ import torch
 import impl.models
 from impl import Cap, UnknownModelError, count_parameters, create_model, get_spec, list_models
 from impl.backends import get_backend, list_backends
+from impl.registry import register_model
+from impl.tasks import DETECTION
 
 MODELS = list_models()
 MODEL_DIR = Path(impl.models.__file__).parent
@@ -41,6 +43,22 @@ def test_every_model_module_registers_what_it_defines() -> None:
         assert names, f"{path.name} registers no model"
         declared |= names
     assert declared == {name for name in MODELS if get_spec(name).builtin}
+
+
+@pytest.mark.parametrize("declared", [{}, {"loss": sum}, {"targets": lambda *args: None}])
+def test_a_detection_model_must_declare_its_targets_and_loss(declared: dict) -> None:
+    """Detection has no default loss or targets: registering without both fails, and registers
+    nothing."""
+
+    def detector_without_a_loss(cfg):
+        """A detector that forgot its declarations."""
+
+    fields = {"family": "detection", "sizes": {"tiny": None, "full": None}, "task": DETECTION}
+    with pytest.raises(ValueError, match="a detection model declares its targets and loss"):
+        register_model(**fields, **declared, example_inputs=None, output_shape=None)(
+            detector_without_a_loss
+        )
+    assert "detector_without_a_loss" not in list_models()
 
 
 @pytest.mark.parametrize("name", MODELS)
