@@ -205,8 +205,8 @@ def test_a_machine_comparison_recovers_a_planted_speed_up(tmp_path: Path) -> Non
 
 @pytest.fixture(scope="module")
 def cli_world(tmp_path_factory) -> tuple[Path, list[Path]]:
-    """JSON files on disk: three A/A runs, one more, a run with one benchmark 40% slower, and
-    a run from another machine twice as fast."""
+    """JSON files on disk, all of them in the history: three A/A runs (calibrated), one more, a
+    run with one benchmark 40% slower, and a run from another machine twice as fast."""
     directory = tmp_path_factory.mktemp("cli")
     rng = np.random.default_rng(9)
     files = []
@@ -232,6 +232,9 @@ def cli_world(tmp_path_factory) -> tuple[Path, list[Path]]:
         "calibrate", f"--runs={','.join(map(str, files[:3]))}", "--db=h.sqlite", cwd=directory
     )
     assert calibrated.returncode == 0, calibrated.stderr
+    # every run in the history, whichever of these tests a pytest-xdist worker runs first
+    ingested = torchgauge("ingest", *map(str, files[3:]), "--db=h.sqlite", cwd=directory)
+    assert ingested.returncode == 0, ingested.stderr
     return directory, files
 
 
