@@ -29,9 +29,17 @@ settings.load_profile(os.environ.get("TORCHGAUGE_PROFILE", "ci" if os.environ.ge
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Start the ``slow`` checks first, so that the longest (one valgrind process, a few minutes)
-    runs beside the others on pytest-xdist rather than alone at the end; skip every
-    ``cuda``-marked test, with the reason, where there is no GPU."""
-    items.sort(key=lambda item: "slow" not in item.keywords)  # stable: otherwise as collected
+    run beside the others on pytest-xdist rather than alone at the end; skip every
+    ``cuda``-marked test, with the reason, where there is no GPU.
+
+    The tests of an ``xdist_group`` (they share a minutes-long module fixture) come first of all:
+    ``--dist=worksteal`` gives the first worker the first half of the queue and steals from the
+    end, so they run together on one worker, and the fixture once. ``--dist=loadgroup`` would
+    group them but, on pytest 9.2, silently does not (pytest-xdist#1386)."""
+    # stable: otherwise as collected
+    items.sort(
+        key=lambda item: (not item.get_closest_marker("xdist_group"), "slow" not in item.keywords)
+    )
     if CUDA.available:
         return
     skip = pytest.mark.skip(reason=CUDA.missing_reason())
@@ -56,8 +64,25 @@ def _commands_are_not_xdist_workers():
 @pytest.fixture(autouse=True)
 def _fixed_threads():
     """Every check runs with the same intra-op thread count, whatever the host has (1 core or 16):
-    tolerances were set at this count."""
+    tolerances were set at this count. One thread: ``nox -s checks`` runs one pytest-xdist worker
+    per CPU, and a second OpenMP thread per worker would oversubscribe the CPUs (on the 2-core
+    machine, two threads made the deepest model's overfitting check 3x slower beside a busy
+    worker, not faster). Parallel kernels are the benchmarks' business."""
     before = torch.get_num_threads()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def ieee_float32():
+    """float32 math in IEEE precision on CUDA for one check: cuDNN's convolutions and RNNs default
+    to TF32 (10 mantissa bits, about 1e-3 relative), which a float32 parity check must not mistake
+    for a kernel's error. Restored afterwards."""
+    settings = [torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn]
+    before = [s.fp32_precision for s in settings]
+    for backend in settings:
+        backend.fp32_precision = "ieee"
+    yield
+    for backend, precision in zip(settings, before, strict=True):
+        backend.fp32_precision = precision

@@ -56,7 +56,9 @@ def assert_outputs_equal(actual, expected, **tolerance) -> None:
     assert actual.keys() == expected.keys()
     for name, tensor in expected.items():
         if tolerance:
-            torch.testing.assert_close(actual[name], tensor, **tolerance, msg=name)
+            torch.testing.assert_close(
+                actual[name], tensor, **tolerance, msg=lambda m, name=name: f"{name!r}: {m}"
+            )
         else:
             assert torch.equal(actual[name], tensor), f"output {name!r} differs"
 
@@ -150,10 +152,22 @@ def test_one_sgd_step_lowers_the_loss(name: str, data: st.DataObject) -> None:
     assert after < before
 
 
+def fit_of(spec, model: torch.nn.Module, inputs, targets) -> tuple[float, bool]:
+    """The eval-mode loss on the batch and whether every prediction is right (where the task
+    has right answers); the model goes back to training mode."""
+    model.eval()
+    with torch.no_grad():
+        output = model(*inputs)
+    model.train()
+    right = spec.task.correct is None or spec.task.correct(spec.predicted(output), targets).all()
+    return spec.loss(output, targets).item(), bool(right)
+
+
 @pytest.mark.parametrize("name", OVERFIT_MODELS)
 def test_overfits_a_tiny_batch(name: str) -> None:
-    """In training mode (dropout on), Adam fits 8 random targets within 300 steps: the loss falls
-    below 5% of its start and, where the task has right answers, every prediction is right."""
+    """In training mode (dropout on), Adam fits 8 random targets within 300 steps: the loss, in
+    eval mode, falls below 5% of its start and, where the task has right answers, every
+    prediction is right. Looked at every 25 steps; the first fit ends the check."""
     spec = get_spec(name)
     cfg = spec.config("tiny")
     model = build(name).train()
@@ -161,18 +175,17 @@ def test_overfits_a_tiny_batch(name: str) -> None:
     targets = spec.make_targets(cfg, inputs, seed=1)
     optimizer = torch.optim.Adam([p for _, p in trainable(model)], lr=1e-2)
     first = None
-    for _ in range(300):
+    for step in range(1, 301):
         optimizer.zero_grad()
         loss = spec.loss(model(*inputs), targets)
         first = loss.item() if first is None else first
         loss.backward()
         optimizer.step()
-    model.eval()
-    with torch.no_grad():
-        output = model(*inputs)
-    if spec.task.correct is not None:
-        assert spec.task.correct(spec.predicted(output), targets).all()
-    assert spec.loss(output, targets).item() < 0.05 * first
+        if step % 25 == 0:
+            last, right = fit_of(spec, model, inputs, targets)
+            if right and last < 0.05 * first:
+                return
+    pytest.fail(f"after 300 steps: loss {last:.4g} of a first {first:.4g}, all right: {right}")
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -254,6 +267,7 @@ def test_full_size_builds_with_the_declared_parameter_count(name: str) -> None:
 
 
 @pytest.mark.cuda
+@pytest.mark.usefixtures("ieee_float32")
 @pytest.mark.parametrize("name", MODELS)
 def test_cpu_and_cuda_agree(name: str) -> None:
     spec = get_spec(name)
@@ -261,6 +275,21 @@ def test_cpu_and_cuda_agree(name: str) -> None:
     model = build(name).eval()
     x = spec.inputs(cfg, 4)
     with torch.no_grad():
-        cpu = model(*x)
-        cuda = map_outputs(torch.Tensor.cpu, model.cuda()(*(t.cuda() for t in x)))
-    assert_outputs_equal(cuda, cpu, rtol=1e-4, atol=1e-4)  # TF32 and kernel choice differ
+        cpu = output_tensors(model(*x))
+        cuda = output_tensors(map_outputs(torch.Tensor.cpu, model.cuda()(*(t.cuda() for t in x))))
+    for output in spec.device_dependent_outputs:  # ranked among ties: the same layout, not values
+        on_cpu, on_cuda = cpu.pop(output), cuda.pop(output)
+        assert (on_cuda.shape, on_cuda.dtype) == (on_cpu.shape, on_cpu.dtype)
+    assert_outputs_equal(cuda, cpu, rtol=1e-4, atol=1e-4)  # kernels' summation orders differ
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("name", MODELS)
+def test_targets_are_made_on_the_inputs_device(name: str) -> None:
+    """A benchmark moves the inputs to the GPU first and makes the targets from them there."""
+    spec = get_spec(name)
+    cfg = spec.config("tiny")
+    x = spec.inputs(cfg, 4, seed=1)
+    on_cuda = spec.make_targets(cfg, tuple(t.cuda() for t in x), seed=1)
+    assert on_cuda.device.type == "cuda"
+    torch.testing.assert_close(on_cuda.cpu(), spec.make_targets(cfg, x, seed=1))

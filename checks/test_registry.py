@@ -13,7 +13,7 @@ import impl.models
 from impl import Cap, UnknownModelError, count_parameters, create_model, get_spec, list_models
 from impl.backends import get_backend, list_backends
 from impl.registry import register_model
-from impl.tasks import DETECTION
+from impl.tasks import DETECTION, output_shapes
 
 MODELS = list_models()
 MODEL_DIR = Path(impl.models.__file__).parent
@@ -71,6 +71,8 @@ def test_spec_is_complete(name: str) -> None:
     assert spec.summary, "the builder needs a one-line docstring"
     assert Cap.EAGER in spec.caps
     assert set(spec.known_failures) <= spec.caps and set(spec.needs) <= spec.caps
+    outputs = output_shapes(spec.output_shape(spec.config("tiny"), 1))
+    assert set(spec.device_dependent_outputs) <= set(outputs), "name outputs the model returns"
     assert spec.full_params, "record the full size's parameter count"
     assert count_parameters(spec.create("tiny")) <= TINY_PARAM_BUDGET
 

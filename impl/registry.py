@@ -113,6 +113,10 @@ class ModelSpec:
     # smoothly; a sharp loss (a deep, narrow BatchNorm stack at its tiny size) amplifies rounding
     # into a different trajectory, either way, and declares its measured spread.
     amp_training_rtol: float = 0.05
+    # {output name: why}: outputs that rank candidates (top-k, NMS) and so differ between devices
+    # where scores tie within rounding; CPU-CUDA parity compares the other outputs, and these by
+    # shape and dtype (checks/test_models.py)
+    device_dependent_outputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # model -> a module made of PyTorch's own layers, weights and buffers copied from ``model``,
     # that computes the same function in training and eval mode (e.g. nn.MultiheadAttention)
     reference: Callable[[nn.Module], nn.Module] | None = None

@@ -199,7 +199,7 @@ def karate_club_targets(
 ) -> Tensor:
     """The club of each node of each copy, found from its one-hot id: (B, 34) in {0, 1}."""
     _, labels = karate_club()
-    return labels[inputs[0].argmax(dim=-1)]  # (B, N)
+    return labels[inputs[0].argmax(dim=-1).cpu()]  # (B, N), on the CPU as the labels are
 
 
 COMMON: dict[str, Any] = {
