@@ -14,7 +14,7 @@ def checks(session: nox.Session) -> None:
     """Property checks of every model and technique, plus every benchmark body run once on the
     cases of a quick run (each model at its quick size, batches 1 and 8: the body is the same at
     any batch, and emulated bfloat16 at 32 costs minutes); one pytest-xdist worker per CPU, each
-    taking the next test when it is free."""
+    taking the next test when it is free (``checks/conftest.py`` orders them)."""
     session.install("-e", ".")
     session.run(
         "pytest",

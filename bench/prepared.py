@@ -47,11 +47,15 @@ class PreparedModels:
             self._models[key] = get_spec(name).create(size).eval().to(device)
         return self._models[key]
 
-    def runner(self, name: str, size: str, device: str, backend: str) -> Prepared:
-        key = (name, size, device, backend)
+    def runner(
+        self, name: str, size: str, device: str, backend: str, example_batch: int | None = None
+    ) -> Prepared:
+        """The backend's artifact, prepared from ``example_batch`` samples (the backend's own
+        number by default)."""
+        batch = example_batch or get_backend(backend).example_batch
+        key = (name, size, device, backend, str(batch))
         if key not in self._runners:
             spec = get_spec(name)
-            batch = get_backend(backend).example_batch
             example = tuple(x.to(device) for x in spec.inputs(spec.config(size), batch))
             out = self.workdir / "-".join(key)
             out.mkdir(parents=True, exist_ok=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,14 +33,23 @@ class InputDraw:
 
 @st.composite
 def input_draws(
-    draw: st.DrawFn, spec: ModelSpec, cfg: Any, min_batch: int = 1, dim_headroom: int = 0
+    draw: st.DrawFn,
+    spec: ModelSpec,
+    cfg: Any,
+    min_batch: int = 1,
+    dim_headroom: int = 0,
+    batch_sizes: Sequence[int] | None = None,
 ) -> InputDraw:
-    """Draw a batch size in [min_batch, MAX_BATCH], every dynamic dim of ``spec`` in its declared
-    range (less ``dim_headroom`` at the top, for checks that lengthen the input), and an RNG seed.
+    """Draw a batch size in [min_batch, MAX_BATCH] (or one of ``batch_sizes``), every dynamic dim
+    of ``spec`` in its declared range (less ``dim_headroom`` at the top, for checks that lengthen
+    the input), and an RNG seed.
 
     Example: ``input_draws(get_spec("sentiment_lstm"), cfg)`` -> InputDraw(3, {"seq_len": 7}, 12)
     """
-    batch_size = draw(st.integers(min_batch, MAX_BATCH))
+    if batch_sizes is None:
+        batch_size = draw(st.integers(min_batch, MAX_BATCH))
+    else:
+        batch_size = draw(st.sampled_from(batch_sizes))
     dims = {
         name: draw(st.integers(lo, max(lo, hi - dim_headroom)))
         for name, (lo, hi) in sorted(spec.dynamic_dims(cfg).items())

@@ -86,6 +86,7 @@ def counted_run(tmp_path_factory: pytest.TempPathFactory) -> CountedRun:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("counted_run")  # first in the queue: one worker, one valgrind run
 def test_a_counted_run_measures_the_instructions_case(counted_run: CountedRun) -> None:
     info = counted_run.benchmark["extra_info"]
     measured = (info["kind"], info["model"], info["backend"], info["device"])
@@ -93,6 +94,7 @@ def test_a_counted_run_measures_the_instructions_case(counted_run: CountedRun) -
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("counted_run")
 def test_each_repeat_gives_one_count_per_call(counted_run: CountedRun) -> None:
     info = counted_run.benchmark["extra_info"]
     assert len(info["instructions"]) == REPEATS
@@ -100,12 +102,14 @@ def test_each_repeat_gives_one_count_per_call(counted_run: CountedRun) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("counted_run")
 def test_repeated_counts_agree_within_half_a_percent(counted_run: CountedRun) -> None:
     counts = counted_run.benchmark["extra_info"]["instructions"]
     assert (max(counts) - min(counts)) / min(counts) < 0.005, counts
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("counted_run")
 def test_a_count_is_that_of_a_torch_forward(counted_run: CountedRun) -> None:
     """Even a 2-in 1-out linear layer goes through torch's dispatcher: tens of thousands of
     instructions a call. Fewer would mean the loop counted nothing, or only the interpreter."""
@@ -113,6 +117,7 @@ def test_a_count_is_that_of_a_torch_forward(counted_run: CountedRun) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("counted_run")
 def test_the_history_keeps_the_counts_as_the_instructions_metric(counted_run: CountedRun) -> None:
     counts = counted_run.benchmark["extra_info"]["instructions"]
     with History.open(counted_run.cwd / "history.sqlite", create=False) as history:
@@ -125,6 +130,7 @@ def test_the_history_keeps_the_counts_as_the_instructions_metric(counted_run: Co
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("counted_run")
 def test_compare_by_instructions_shows_the_wall_clock_beside(counted_run: CountedRun) -> None:
     run = str(counted_run.run)
     result = torchgauge(
