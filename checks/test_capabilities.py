@@ -49,8 +49,9 @@ BACKEND_CASES = [
 # A backend that compiles a graph per class of input shapes (torch.compile: batch 1, and any
 # other batch) is prepared here from a batch the check draws, not from the benchmarks' 32
 # samples, which no draw reaches. Its batch is drawn from one batch per class and the largest:
-# a model that specialises on its batch (maskrcnn_small loops over its images) compiles one graph
-# per batch size, 20 to 30 s each on the 2-core machine (109 s for 32 images).
+# a model that specialises on its batch compiles one graph per batch size (maskrcnn_small loops
+# over its images, and recompiles for each new count of objects and proposals as well: 180 s
+# for its check alone on the 2-core machine, and 109 s for one graph of 32 images).
 SPECIALISED_EXAMPLE_BATCH = 2
 SPECIALISED_BATCHES = (1, SPECIALISED_EXAMPLE_BATCH, MAX_BATCH)
 

@@ -121,10 +121,12 @@ def _prepare_compile(
     """``torch.compile`` (inductor); the first call compiles, and its time is kept apart.
 
     The batch dimension is compiled dynamic, as for a server taking any batch: one graph serves
-    every batch from 2 up (batch 1 gets its own: torch specialises sizes 0 and 1), so the checks
-    compare the graph the benchmarks time. A static graph of the example's batch would serve
-    that batch alone, and the next one would compile a dynamic graph anyway. A model that
-    branches on its batch (a loop over its images) still compiles one graph per batch size."""
+    every batch from 2 up (batch 1 gets its own: torch specialises sizes 0 and 1), so the checks,
+    which prepare it from 2 samples, compare the graph the benchmarks time from 32. A static
+    graph of the example's batch would serve that batch alone, and the next batch would compile
+    a dynamic graph anyway. Where the model's code branches on the batch, torch adds a guard and
+    a graph per branch (a convolution's algorithm choice: yolov7_tiny_style's graph holds from
+    16 samples up), and a model that loops over its images compiles one graph per batch size."""
     compiled = torch.compile(model)
     for x in inputs:
         torch._dynamo.maybe_mark_dynamic(x, 0)  # a hint: no error where the model specialises
