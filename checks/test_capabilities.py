@@ -29,7 +29,7 @@ def _case(name: str, cap: Cap, *extra: str):
     known to fail."""
     spec = get_spec(name)
     marks = [getattr(pytest.mark, cap.value)] if cap in (Cap.ONNX, Cap.TORCHSCRIPT) else []
-    if cap == Cap.ONNX or "compile" in extra:
+    if cap == Cap.ONNX or any(get_backend(backend).shape_specialised for backend in extra):
         marks.append(pytest.mark.slow)  # the export takes seconds, inductor's C++ build minutes
     if missing := spec.missing_reason(cap, "cpu"):
         marks.append(pytest.mark.skip(reason=missing))
