@@ -39,10 +39,11 @@ def input_draws(
     min_batch: int = 1,
     dim_headroom: int = 0,
     batch_sizes: Sequence[int] | None = None,
+    seeds: Sequence[int] | None = None,
 ) -> InputDraw:
     """Draw a batch size in [min_batch, MAX_BATCH] (or one of ``batch_sizes``), every dynamic dim
     of ``spec`` in its declared range (less ``dim_headroom`` at the top, for checks that lengthen
-    the input), and an RNG seed.
+    the input), and an RNG seed (or one of ``seeds``).
 
     Example: ``input_draws(get_spec("sentiment_lstm"), cfg)`` -> InputDraw(3, {"seq_len": 7}, 12)
     """
@@ -54,5 +55,5 @@ def input_draws(
         name: draw(st.integers(lo, max(lo, hi - dim_headroom)))
         for name, (lo, hi) in sorted(spec.dynamic_dims(cfg).items())
     }
-    seed = draw(st.integers(0, 2**31 - 1))
+    seed = draw(st.integers(0, 2**31 - 1) if seeds is None else st.sampled_from(seeds))
     return InputDraw(batch_size, dims, seed)

@@ -117,6 +117,11 @@ class ModelSpec:
     # where scores tie within rounding; CPU-CUDA parity compares the other outputs, and these by
     # shape and dtype (checks/test_models.py)
     device_dependent_outputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    # Why the shapes inside the model depend on its inputs' values (objects per image, boxes that
+    # NMS keeps), where they do: a shape-specialised backend (torch.compile) then compiles anew
+    # for most new inputs, and after torch's recompile limit (8) runs those frames eagerly. Its
+    # parity check compares one input per batch class, not a graph per random draw.
+    value_dependent_shapes: str | None = None
     # model -> a module made of PyTorch's own layers, weights and buffers copied from ``model``,
     # that computes the same function in training and eval mode (e.g. nn.MultiheadAttention)
     reference: Callable[[nn.Module], nn.Module] | None = None

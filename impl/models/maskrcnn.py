@@ -372,7 +372,8 @@ class MaskRCNNSmall(nn.Module):
             if self.training
             else [clip_boxes_to_image(a, s) for a, s in zip(anchors, sizes, strict=True)]
         )
-        losses.update(self._roi_losses(features, candidates, sizes, targets))
+        roi_losses = self._roi_losses(features, candidates, sizes, targets)
+        losses.update(roi_losses)  # a bound method left on the stack would recompile each call
         if self.training:
             return losses
         return {**losses, **self._detect(features, proposals, sizes)}
@@ -586,6 +587,10 @@ def _padded_labels(
         "the 0.01-std init gives every class the score 1/3 to within 1e-7, so which of the tied "
         "candidates top-k and NMS keep differs between CPU and CUDA kernels (measured on an "
         "H100: scores and losses agree to 1.2e-7, boxes are other boxes)",
+    ),
+    value_dependent_shapes=(
+        "each image's targets keep its objects (labels > 0), and RoI sampling, top-k and NMS "
+        "keep a number of boxes that the values decide: torch.compile guards each count"
     ),
 )
 def maskrcnn_small(cfg: MaskRCNNConfig) -> MaskRCNNSmall:
