@@ -139,11 +139,6 @@ class BenchCase(NamedTuple):
         return f"{kind} {self.model}.{self.size} {self.device}{phase} b={self.batch_size}"
 
 
-def split_names(value: str | None) -> list[str] | None:
-    """``"a, b,"`` -> ``["a", "b"]``; empty or None -> None (meaning: the default selection)."""
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
-
-
 class BenchConfigError(ValueError):
     """A benchmark selection that cannot run here (unknown name, CUDA without a GPU, ...)."""
 

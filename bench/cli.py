@@ -33,34 +33,21 @@ import sys
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from bench.cases import (
-    DEFAULT_BATCH_SIZES,
-    DEFAULT_KINDS,
-    KINDS,
-    BenchConfigError,
-    bench_cases,
-    split_names,
-)
 from bench.history import DEFAULT_DB, History, HistoryError, RunRecord, parse_benchmark_json
-from bench.measure import matmul_peaks
 from bench.report import OUTPUT_FILES, ReportError, collate, write_report
-from bench.runner import (
-    DEFAULT_CASE_TIMEOUT_S,
-    OUTPUTS,
-    RunDir,
-    RunError,
-    RunSettings,
-    check_same_machine,
-    run_cases,
-)
-from impl import get_spec, list_models
-from impl.backends import get_backend, list_backends
-from impl.machine import machine_info, usable_cpus
-from impl.plugins import PLUGINS_ENV, PluginError, env_plugins
-from impl.techniques.registry import get_technique, list_techniques, techniques_markdown
+
+if TYPE_CHECKING:
+    from bench.runner import RunDir
+
+# The commands that read results only. They import neither torch nor the registries (3 s of
+# start-up, most of what a report or a comparison takes): the commands that build models import
+# them where they need them, and the run options' help, which names the kinds and backends, is
+# built for the other commands only.
+RESULT_COMMANDS = frozenset({"report", "ingest", "history", "compare", "dashboard"})
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -85,6 +72,11 @@ class UsageError(Exception):
     """Reported as one line and exit code 2."""
 
 
+def split_names(value: str | None) -> list[str] | None:
+    """``"a, b,"`` -> ``["a", "b"]``; empty or None -> None (meaning: the default selection)."""
+    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+
+
 def new_run_id(device: str, parent: Path) -> str:
     """``YYYYMMDDTHHMMSSZ-<device>``, with a counter if that directory exists already."""
     base = f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{device}"
@@ -99,6 +91,9 @@ def use_plugins(modules: list[str] | None) -> None:
     """Add ``--plugin`` modules to ``TORCHGAUGE_PLUGINS`` (which benchmark workers inherit) and
     load every plugin now, so that a broken one is bad input. As with ``python -m``, modules in
     the current directory are importable."""
+    from impl import list_models
+    from impl.plugins import PLUGINS_ENV, PluginError, env_plugins
+
     if modules:
         os.environ[PLUGINS_ENV] = ",".join(dict.fromkeys([*env_plugins(), *modules]))
     if env_plugins() and os.getcwd() not in sys.path:
@@ -122,6 +117,8 @@ def _print_columns(header: tuple[str, ...], rows: list[tuple]) -> None:
 
 def cmd_list_techniques(args: argparse.Namespace) -> int:
     """The technique registry: where each technique is implemented and checked."""
+    from impl.techniques.registry import get_technique, list_techniques, techniques_markdown
+
     if args.markdown:
         print(techniques_markdown())
         return 0
@@ -145,6 +142,10 @@ def cmd_list_techniques(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from bench.cases import KINDS
+    from impl import get_spec, list_models
+    from impl.backends import get_backend, list_backends
+
     if args.techniques or args.markdown:
         if not args.techniques:
             raise UsageError("--markdown goes with --techniques")
@@ -191,6 +192,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_machine(args: argparse.Namespace) -> int:
     """What every run records about this machine, and which probed features it has."""
+    from impl.machine import machine_info
+
     for key, value in machine_info().items():
         print(f"{key}: {json.dumps(value) if isinstance(value, dict | list) else value}")
     return 0
@@ -200,6 +203,9 @@ def _benchmark_machine_info(threads: int, device: str | None = None) -> dict:
     """pytest-benchmark's machine_info, with ours under "torchgauge" as its hook adds it; with a
     device, also that device's matmul peak (measured now, a second or two)."""
     from pytest_benchmark.plugin import pytest_benchmark_generate_machine_info
+
+    from bench.measure import matmul_peaks
+    from impl.machine import machine_info
 
     ours = machine_info(threads)
     if device is not None:
@@ -248,6 +254,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _new_run(args: argparse.Namespace) -> RunDir:
     """A new run directory for the selection ``args`` names; the cases are not run yet."""
+    from pytest_benchmark.utils import get_commit_info
+
+    from bench.cases import DEFAULT_BATCH_SIZES, BenchConfigError, bench_cases
+    from bench.runner import DEFAULT_CASE_TIMEOUT_S, RunDir, RunSettings
+    from impl.machine import usable_cpus
+    from impl.plugins import env_plugins
+
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
     device = args.device or "cpu"
@@ -278,8 +291,6 @@ def _new_run(args: argparse.Namespace) -> RunDir:
         case_timeout_s=args.case_timeout or DEFAULT_CASE_TIMEOUT_S,
         plugins=tuple(env_plugins()),
     )
-    from pytest_benchmark.utils import get_commit_info
-
     out = Path(args.out or "reports/runs")
     out.mkdir(parents=True, exist_ok=True)
     run = RunDir.create(
@@ -304,6 +315,8 @@ def _selection_given(args: argparse.Namespace) -> list[str]:
 
 
 def _resumed_run(args: argparse.Namespace) -> RunDir:
+    from bench.runner import RunDir, RunError, check_same_machine
+
     if given := _selection_given(args):
         raise UsageError(
             f"--resume continues a run with its own selection; drop {', '.join(given)}"
@@ -329,6 +342,8 @@ def _resumed_run(args: argparse.Namespace) -> RunDir:
 
 def _execute(run: RunDir) -> int:
     """Run the cases; on Ctrl-C or SIGTERM, keep the journal and say how to resume."""
+    from bench.runner import OUTPUTS, RunError, run_cases
+
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         status = run_cases(run)
@@ -626,37 +641,25 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="torchgauge", description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+def registry_options(registry: bool) -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
+    """The parent parsers of the commands that build models: ``--plugin``, and the run selection,
+    whose help names the registries' kinds and backends. Without ``registry`` (for a command in
+    ``RESULT_COMMANDS``, which parses none of these options) both are empty."""
     plugins = argparse.ArgumentParser(add_help=False)
+    selection = argparse.ArgumentParser(add_help=False)
+    if not registry:
+        return plugins, selection
+    from bench.cases import DEFAULT_BATCH_SIZES, DEFAULT_KINDS, KINDS
+    from bench.runner import DEFAULT_CASE_TIMEOUT_S
+    from impl.backends import list_backends
+    from impl.plugins import PLUGINS_ENV
+
     plugins.add_argument(
         "--plugin",
         action="append",
         metavar="MODULE",
         help=f"import MODULE, which registers models (repeatable; also ${PLUGINS_ENV})",
     )
-
-    listing = commands.add_parser(
-        "list", parents=[plugins], help="print the model registry (or --techniques)"
-    )
-    listing.add_argument(
-        "--techniques",
-        action="store_true",
-        help="the technique registry instead: where each is implemented and checked",
-    )
-    listing.add_argument(
-        "--markdown", action="store_true", help="with --techniques: the README's table"
-    )
-    listing.set_defaults(func=cmd_list)
-    machine = commands.add_parser("machine", help="print what runs record about this machine")
-    machine.set_defaults(func=cmd_machine, plugin=None)
-
-    history = argparse.ArgumentParser(add_help=False)
-    history.add_argument(
-        "--db", metavar="PATH", help=f"the history database (default: {DEFAULT_DB})"
-    )
-    selection = argparse.ArgumentParser(add_help=False)
     selection.add_argument(
         "--kinds",
         help=f"comma-separated, from {', '.join(KINDS)} (default: {','.join(DEFAULT_KINDS)})",
@@ -694,7 +697,35 @@ def build_parser() -> argparse.ArgumentParser:
     selection.add_argument(
         "--out", help="directory that receives <run-id>/ (default: reports/runs)"
     )
+    return plugins, selection
 
+
+def build_parser(registry: bool = True) -> argparse.ArgumentParser:
+    """The command line; ``registry=False`` leaves out the options of the commands that build
+    models (see ``registry_options``)."""
+    parser = argparse.ArgumentParser(prog="torchgauge", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    plugins, selection = registry_options(registry)
+
+    listing = commands.add_parser(
+        "list", parents=[plugins], help="print the model registry (or --techniques)"
+    )
+    listing.add_argument(
+        "--techniques",
+        action="store_true",
+        help="the technique registry instead: where each is implemented and checked",
+    )
+    listing.add_argument(
+        "--markdown", action="store_true", help="with --techniques: the README's table"
+    )
+    listing.set_defaults(func=cmd_list)
+    machine = commands.add_parser("machine", help="print what runs record about this machine")
+    machine.set_defaults(func=cmd_machine, plugin=None)
+
+    history = argparse.ArgumentParser(add_help=False)
+    history.add_argument(
+        "--db", metavar="PATH", help=f"the history database (default: {DEFAULT_DB})"
+    )
     run = commands.add_parser(
         "run",
         parents=[plugins, selection, history],
@@ -713,7 +744,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("--out", help="output directory (default: reports/runs/<timestamp>-report)")
     report.add_argument("--force", action="store_true", help="replace a report already in --out")
-    report.set_defaults(func=cmd_report, plugin=None)
+    report.set_defaults(func=cmd_report)
 
     ingest = commands.add_parser(
         "ingest", parents=[history], help="record pytest-benchmark JSON files in the history"
@@ -721,12 +752,12 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "files", nargs="+", help="pytest-benchmark JSON files or torchgauge run directories"
     )
-    ingest.set_defaults(func=cmd_ingest, plugin=None)
+    ingest.set_defaults(func=cmd_ingest)
 
     listing_runs = commands.add_parser(
         "history", parents=[history], help="list the runs the history holds"
     )
-    listing_runs.set_defaults(func=cmd_history, plugin=None)
+    listing_runs.set_defaults(func=cmd_history)
 
     calibrate = commands.add_parser(
         "calibrate",
@@ -793,7 +824,7 @@ def build_parser() -> argparse.ArgumentParser:
         "slow-down of that size flag? (a power check of the comparison on your machine)",
     )
     compare.add_argument("--out", help="also write comparison.md, .html and .csv here")
-    compare.set_defaults(func=cmd_compare, plugin=None)
+    compare.set_defaults(func=cmd_compare)
 
     dashboard = commands.add_parser(
         "dashboard",
@@ -809,15 +840,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="the hardware page's initial baseline configuration, or a unique part of its name "
         "(default: the first recorded)",
     )
-    dashboard.set_defaults(func=cmd_dashboard, plugin=None)
+    dashboard.set_defaults(func=cmd_dashboard)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    args = build_parser(registry=command not in RESULT_COMMANDS).parse_args(argv)
     try:
-        use_plugins(args.plugin)
+        if args.command not in RESULT_COMMANDS:
+            use_plugins(args.plugin)
         return args.func(args)
     except UsageError as error:
         print(f"torchgauge: error: {error}", file=sys.stderr)

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.cases import KINDS, BenchCase, BenchConfigError, bench_cases, split_names
+from bench.cases import KINDS, BenchCase, BenchConfigError, bench_cases
+from bench.cli import split_names
 from bench.journal import outcome
 from bench.measure import matmul_peaks
 from bench.prepared import PreparedModels

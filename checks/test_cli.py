@@ -14,7 +14,9 @@ import torch
 
 from bench.bench_profile import PROFILED_CALLS
 from bench.cases import DEFAULT_KINDS
+from bench.cli import RESULT_COMMANDS
 from bench.report import OUTPUT_FILES, ReportError, collate
+from checks.benchmark_files import Bench, benchmark_json
 from checks.commands import REPO, snapshot, torchgauge
 from impl import list_models
 from impl.machine import ONEDNN_BF16
@@ -104,6 +106,39 @@ def test_report_refuses_to_overwrite_unless_forced(plain_pytest_json: Path, tmp_
         ).returncode
         == 0
     )
+
+
+def test_the_commands_that_read_results_import_neither_torch_nor_the_registries(
+    tmp_path: Path,
+) -> None:
+    """report, ingest, history, compare and dashboard start in a second, not in the 3 s that
+    importing torch, torchvision and every model takes (a property of imports, not a timing)."""
+    benches = [Bench("mlp", 1e-3), Bench("cnn", 2e-2, batch_size=32)]
+    files = [
+        str(benchmark_json(tmp_path / f"{i}.json", f"run-{i}", benches, seed=i)) for i in (1, 2)
+    ]
+    commands = [
+        ["ingest", *files, "--db=h.sqlite"],
+        ["history", "--db=h.sqlite"],
+        ["report", files[0], "--out=report"],
+        ["compare", "run-1", "run-2", "--db=h.sqlite", "--out=comparison"],
+        ["dashboard", "--db=h.sqlite", "--out=dashboard"],
+    ]
+    assert {argv[0] for argv in commands} == RESULT_COMMANDS
+    script = (
+        "import json, sys\n"
+        "from bench.cli import main\n"
+        f"codes = [main(argv) for argv in {commands!r}]\n"
+        "roots = {name.split('.')[0] for name in sys.modules}\n"
+        "print(json.dumps([codes, sorted(roots & {'torch', 'torchvision', 'impl'})]))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    codes, imported = json.loads(result.stdout.splitlines()[-1])
+    assert codes[:3] + codes[4:] == [0, 0, 0, 0] and codes[3] in (0, 1), result.stderr  # 1: slower
+    assert imported == []
 
 
 CORRUPT_FILES = {
