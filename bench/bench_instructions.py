@@ -23,7 +23,7 @@ threads, three repeats of ``mlp_784_128_10`` at batch 1 counted 1.08, 1.34 and 1
 instructions per call; ``linear_2_1``, too small for a parallel region, agreed within 0.1%.
 
 pytest-benchmark times the whole valgrind process once, most of which is importing torch under
-valgrind (about 90 s on the 2-core machine): that is what the case cost, not a latency.
+valgrind (about 80 s on the 2-core machine): that is what the case cost, not a latency.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def calls_per_count(flops_per_call: int) -> int:
     50 to 100 times slower, so a large call is counted fewer times. Its size is measured in
     FLOPs, which are the same in every run, because the number of calls must be: the count per
     call depends on it a little. At most ``FLOPS_PER_COUNT`` a count keeps the counted calls to
-    seconds, beside torch's import under valgrind (about 90 s).
+    seconds, beside torch's import under valgrind (about 80 s).
     """
     return next((n for n in CALLS_PER_COUNT if n * flops_per_call <= FLOPS_PER_COUNT), 1)
 
@@ -100,7 +100,8 @@ def callgrind_setup(case: BenchCase, threads: int) -> str:
 
     The process runs a script from a temporary directory, so it gets this process's import path
     first: the repository, and the modules of plugin models (named in ``TORCHGAUGE_PLUGINS``,
-    which it inherits, and imported by ``get_spec``).
+    which it inherits). It imports the model's family module alone, not every model: under
+    valgrind, the import of torchvision that other families need costs about 50 s.
     """
     return "\n".join(
         [
@@ -108,6 +109,7 @@ def callgrind_setup(case: BenchCase, threads: int) -> str:
             f"sys.path[:0] = [p for p in {sys.path!r} if p not in sys.path]",
             "import pathlib, tempfile",
             "import torch",
+            f"import {get_spec(case.model).build.__module__}  # its family alone: see impl.models",
             "from impl import get_spec",
             "from impl.backends import get_backend",
             f"spec, backend = get_spec({case.model!r}), get_backend({case.backend!r})",

@@ -45,6 +45,7 @@ from bench.cases import BenchCase
 from bench.journal import FAILED, Journal, outcome
 from bench.report import OUTPUT_FILES, collate, write_report, write_text_atomically
 from bench.worker import forked_main
+from impl.models import family_modules
 from impl.plugins import PLUGINS_ENV
 
 RUN_FORMAT = 2  # 2: cases have a kind, a phase and a precision
@@ -56,7 +57,7 @@ OUTPUTS = (*OUTPUT_FILES, "benchmark.json")  # what a complete run adds to its d
 # run's 41 models, about 3 of its 10 minutes. Workers are forked instead from multiprocessing's
 # forkserver, a process that imports them once and does nothing else: no tensor op runs there, so
 # no thread pool is forked. Each model still gets a new process: its own memory, its own crash.
-WARM_MODULES = ["torch", "torchvision", "impl.models", "pytest", "pytest_benchmark.plugin"]
+WARM_MODULES = ["torch", "torchvision", *family_modules(), "pytest", "pytest_benchmark.plugin"]
 
 
 class RunError(Exception):

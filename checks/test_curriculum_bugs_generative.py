@@ -468,7 +468,8 @@ def counting_init(self, *args, **kwargs):
     counts[type(self).__module__] += 1
     init(self, *args, **kwargs)
 torch.nn.Module.__init__ = counting_init
-import impl.models
+import impl
+impl.list_models()  # imports every model family
 from impl.models import _digits
 print(_digits._digit_images.cache_info().currsize)
 print(sum(n for module, n in counts.items() if module.startswith(("impl.models.autoencoder",

@@ -1,9 +1,10 @@
 """The instructions kind: instruction counts by callgrind are deterministic where time is not.
 
 One end-to-end run counts a small model through ``torchgauge run`` as a user would: that is one
-valgrind process, about 90 s on the 2-core machine (torch's import under valgrind), so every
-check of a counted run reads the same module-scoped run. The other checks need no valgrind: which
-cases the kind has, why some cannot run, and that the counting process builds the case's model.
+valgrind process, about 105 s on the 2-core machine (80 of them importing torch under valgrind),
+so every check of a counted run reads the same module-scoped run. The other checks need no
+valgrind: which cases the kind has, why some cannot run, and that the counting process builds
+the case's model and imports no other model family.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from impl.machine import VALGRIND
 from impl.plugins import PLUGINS_ENV
 
 PLUGIN_DIR = Path(__file__).parent / "plugin_models"
+SETUP_OF = "from bench.bench_instructions import callgrind_setup\nfrom bench.cases import BenchCase"
 COUNTED_MODEL = "mlp_784_128_10"  # small, but with parallel regions (see COUNTING_THREADS)
 
 
@@ -70,7 +72,7 @@ def counted_run(tmp_path_factory: pytest.TempPathFactory) -> CountedRun:
         str(runs),
         "--db",
         str(cwd / "history.sqlite"),
-        # about 100 s alone; 160 to 240 s on the 2-core machine shared with other work
+        # about 105 s alone (163 s while it imported every model family); more on a shared machine
         "--case-timeout",
         "600",
         cwd=cwd,
@@ -174,6 +176,20 @@ def test_a_cuda_case_is_skipped_because_callgrind_does_not_see_gpu_work() -> Non
     assert reason is not None and "cpu only" in reason and "GPU" in reason
 
 
+def test_the_counting_process_imports_the_counted_models_family_alone(tmp_path: Path) -> None:
+    """Under valgrind each import runs 50 times slower: the process counting an MLP imports no
+    other model family, and so not torchvision, which imports ``torch._dynamo``."""
+    case = BenchCase("instructions", COUNTED_MODEL, "tiny", "cpu", "eager", batch_size=1)
+    script = tmp_path / "count.py"
+    imported = "sorted(m for m in sys.modules if m.startswith(('impl.models.', 'torchvision')))"
+    script.write_text(f"{callgrind_setup(case, threads=1)}\n{STATEMENT}\nprint(*{imported})\n")
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split() == [get_spec(COUNTED_MODEL).build.__module__]
+
+
 @pytest.fixture
 def no_valgrind_on_path(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A machine without valgrind: an empty PATH, and features probed afresh (a probe's answer is
@@ -201,17 +217,23 @@ def test_list_shows_the_kind_for_every_model(capsys: pytest.CaptureFixture) -> N
     assert list(kinds) == list_models()
 
 
-def test_the_counting_process_builds_a_plugin_model(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_the_counting_process_builds_a_plugin_model(tmp_path: Path) -> None:
     """valgrind's process runs a script from a temporary directory, where neither the repository
     nor a plugin in the worker's directory is importable by itself: the setup brings the worker's
-    import path. Here the setup, made where the plugin is importable, runs in a plain Python
+    import path. Here the setup, made by a process that loaded the plugin, runs in a plain Python
     process from another directory (the statement once, without valgrind)."""
-    monkeypatch.syspath_prepend(str(PLUGIN_DIR))
     case = BenchCase("instructions", "needs_a_teleporter", "full", "cpu", "eager", batch_size=2)
+    plugin = {PLUGINS_ENV: "misbehaving_models", "PYTHONPATH": str(PLUGIN_DIR)}
+    made = subprocess.run(
+        [sys.executable, "-c", f"{SETUP_OF}\nprint(callgrind_setup({case!r}, threads=1))"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **plugin},
+    )
+    assert made.returncode == 0, made.stderr[-3000:]
     script = tmp_path / "count.py"
-    script.write_text(f"{callgrind_setup(case, threads=1)}\n{STATEMENT}\nprint(model)\n")
+    script.write_text(f"{made.stdout}\n{STATEMENT}\nprint(model)\n")
     result = subprocess.run(
         [sys.executable, str(script)],
         cwd=tmp_path,

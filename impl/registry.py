@@ -247,9 +247,10 @@ def register_model(
 
 def _load_models() -> None:
     """Built-in models first, then plugins (``impl.plugins``): both register on import."""
-    import impl.models  # noqa: F401
+    from impl.models import import_families
     from impl.plugins import load_plugins
 
+    import_families()
     load_plugins()
 
 
@@ -266,8 +267,12 @@ def list_models(
 
 
 def get_spec(name: str) -> ModelSpec:
-    """The spec of a model; an unknown name raises ``UnknownModelError`` with suggestions."""
-    _load_models()
+    """The spec of a model; an unknown name raises ``UnknownModelError`` with suggestions.
+
+    A name already registered (its family imported alone, as by the instructions kind's counting
+    process) is looked up without importing every other family."""
+    if name not in _REGISTRY:
+        _load_models()
     try:
         return _REGISTRY[name]
     except KeyError:
