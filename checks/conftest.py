@@ -40,12 +40,39 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items.sort(
         key=lambda item: (not item.get_closest_marker("xdist_group"), "slow" not in item.keywords)
     )
+    _run_after_what_they_reuse(items)
     if CUDA.available:
         return
     skip = pytest.mark.skip(reason=CUDA.missing_reason())
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+def _run_after_what_they_reuse(items: list[pytest.Item]) -> None:
+    """Move each test marked ``reuses("test_name[id]")`` right after that test of its module.
+
+    The two then read the same module-scoped artifact (an ONNX export: seconds for a large
+    model) on one worker: ``--dist=worksteal`` hands out runs of the queue, so neighbours share
+    a worker unless a steal falls between them. The id may name the test's parameters, as in
+    ``"test_backend_matches_eager[{name}-onnxruntime]"``; a test whose leader is not collected
+    keeps its place."""
+    followers: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        if marker := item.get_closest_marker("reuses"):
+            params = item.callspec.params if hasattr(item, "callspec") else {}
+            leader = f"{item.nodeid.split('::')[0]}::{marker.args[0].format(**params)}"
+            followers.setdefault(leader, []).append(item)
+    collected = {item.nodeid for item in items}
+    moved = {id(f) for leader, group in followers.items() if leader in collected for f in group}
+    if not moved:
+        return
+    ordered = []
+    for item in items:
+        if id(item) not in moved:
+            ordered.append(item)
+            ordered.extend(followers.get(item.nodeid, []) if item.nodeid in collected else [])
+    items[:] = ordered
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -13,12 +13,12 @@ from contextlib import contextmanager
 import onnx
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.prepared import PreparedModels
 from checks.strategies import MAX_BATCH, input_draws
-from impl import Cap, get_spec, list_models
+from impl import Cap, ModelSpec, get_spec, list_models
 from impl.backends import get_backend, list_backends
 from impl.machine import Feature
 from impl.tasks import output_tensors
@@ -52,14 +52,28 @@ BACKEND_CASES = [
 # A backend that compiles a graph per class of input shapes (torch.compile: batch 1, and any
 # other batch) is prepared here from a batch the check draws, not from the benchmarks' 32
 # samples, which no draw reaches. Its batch is drawn from one batch per class and the largest:
-# a model that specialises on its batch compiles one graph per batch size. A model whose inner
-# shapes depend on its inputs' values (``ModelSpec.value_dependent_shapes``) compiles anew for
-# most new inputs; its draws keep the example's seed, one input per batch class, as 25 random
-# draws would compile 25 times until torch's recompile limit (maskrcnn_small: 180 s on the
-# 2-core machine, and after 7 draws every one past the limit compared eager with eager).
+# a model that specialises on its batch compiles one graph per batch size. The ``ci`` profile
+# (``nox -s checks``, whose budget is 15 minutes on 2 cores) draws from the class of every batch
+# from 2 alone: batch 1's graph is a second compile of every model (without it the check's 41
+# models took 474 worker-seconds instead of 617); the ``dev`` and ``thorough`` profiles draw it
+# too. A model whose inner shapes depend on its inputs' values
+# (``ModelSpec.value_dependent_shapes``) recompiles for new inputs until torch marks those
+# shapes dynamic (maskrcnn_small at batch 2: 11 more graphs over 3 new seeds, then none); its
+# draws keep the example's seed, one input per batch class. ``compiled_frames_only`` makes a
+# frame past torch's recompile limit fail: it would run eagerly and compare eager with eager.
 SPECIALISED_EXAMPLE_BATCH = 2
-SPECIALISED_BATCHES = (1, SPECIALISED_EXAMPLE_BATCH, MAX_BATCH)
 EXAMPLE_SEED = 0  # ``ModelSpec.inputs``' default seed, from which ``PreparedModels`` prepares
+
+
+def specialised_batches(spec: ModelSpec) -> tuple[int, ...]:
+    """The batches a shape-specialised backend's check draws from, under the current profile: one
+    per graph class and the largest, or one per class where every new input compiles anew."""
+    from_2 = (
+        (SPECIALISED_EXAMPLE_BATCH,)
+        if spec.value_dependent_shapes
+        else (SPECIALISED_EXAMPLE_BATCH, MAX_BATCH)
+    )
+    return from_2 if settings.get_current_profile_name() == "ci" else (1, *from_2)
 
 
 @contextmanager
@@ -101,7 +115,7 @@ def test_backend_matches_eager(
     cfg = spec.config("tiny")
     model = prepared_models.model(name, "tiny", "cpu")
     if backend.shape_specialised:
-        example_batch, batch_sizes = SPECIALISED_EXAMPLE_BATCH, SPECIALISED_BATCHES
+        example_batch, batch_sizes = SPECIALISED_EXAMPLE_BATCH, specialised_batches(spec)
         seeds = (EXAMPLE_SEED,) if spec.value_dependent_shapes else None
     else:
         example_batch, batch_sizes, seeds = None, None, None  # the backend's example, any batch
@@ -135,6 +149,7 @@ def test_int8_parity_is_an_sqnr_floor(backend_name: str) -> None:
 
 @pytest.mark.onnx
 @pytest.mark.slow
+@pytest.mark.reuses("test_backend_matches_eager[{name}-onnxruntime]")  # its export
 @pytest.mark.parametrize("name", list_models(caps={Cap.ONNX}))
 def test_onnx_file_is_valid_with_a_dynamic_batch(
     name: str, prepared_models: PreparedModels

@@ -118,9 +118,9 @@ class ModelSpec:
     # shape and dtype (checks/test_models.py)
     device_dependent_outputs: Mapping[str, str] = dataclasses.field(default_factory=dict)
     # Why the shapes inside the model depend on its inputs' values (objects per image, boxes that
-    # NMS keeps), where they do: a shape-specialised backend (torch.compile) then compiles anew
-    # for most new inputs, and after torch's recompile limit (8) runs those frames eagerly. Its
-    # parity check compares one input per batch class, not a graph per random draw.
+    # NMS keeps), where they do: a shape-specialised backend (torch.compile) then recompiles for
+    # new inputs until torch marks those shapes dynamic, and past its recompile limit (8) would
+    # run those frames eagerly. Its parity check compares one input per batch class.
     value_dependent_shapes: str | None = None
     # model -> a module made of PyTorch's own layers, weights and buffers copied from ``model``,
     # that computes the same function in training and eval mode (e.g. nn.MultiheadAttention)

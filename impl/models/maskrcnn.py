@@ -590,7 +590,7 @@ def _padded_labels(
     ),
     value_dependent_shapes=(
         "each image's targets keep its objects (labels > 0), and RoI sampling, top-k and NMS "
-        "keep a number of boxes that the values decide: torch.compile guards each count"
+        "keep a number of boxes that the values decide: torch.compile guards the first counts"
     ),
 )
 def maskrcnn_small(cfg: MaskRCNNConfig) -> MaskRCNNSmall:
