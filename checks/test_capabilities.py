@@ -15,6 +15,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch._dynamo.exc import FailOnRecompileLimitHit
 
 from bench.prepared import PreparedModels
 from checks.strategies import MAX_BATCH, input_draws
@@ -145,6 +146,20 @@ def test_int8_parity_is_an_sqnr_floor(backend_name: str) -> None:
     for db in (backend.min_sqnr_db - 1, backend.min_sqnr_db + 1):
         noise = direction / direction.norm() * reference.norm() * 10 ** (-db / 20)
         assert backend.parity_ok(reference + noise, reference) == (db > backend.min_sqnr_db)
+
+
+def test_a_frame_past_the_recompile_limit_fails_instead_of_running_eagerly() -> None:
+    """Outside ``compiled_frames_only`` torch runs such a frame eagerly and says nothing."""
+    times = torch.compile(lambda x, n: x * n, dynamic=False, backend="eager")
+    with torch._dynamo.config.patch(recompile_limit=2):
+        torch._dynamo.reset()
+        for n in range(1, 5):
+            times(torch.ones(n), n)  # every call a new shape: past the limit, eager
+        torch._dynamo.reset()
+        with compiled_frames_only(), pytest.raises(FailOnRecompileLimitHit):
+            for n in range(1, 5):
+                times(torch.ones(n), n)
+    torch._dynamo.reset()
 
 
 @pytest.mark.onnx
