@@ -71,7 +71,7 @@ def _run_after_what_they_reuse(items: list[pytest.Item]) -> None:
     for item in items:
         if id(item) not in moved:
             ordered.append(item)
-            ordered.extend(followers.get(item.nodeid, []) if item.nodeid in collected else [])
+            ordered.extend(followers.get(item.nodeid, []))
     items[:] = ordered
 
 

@@ -3,10 +3,9 @@
 Importing this package imports no family. ``impl.registry`` imports every family the first time
 models are listed or an unregistered name is looked up, so ``get_spec`` and ``list_models`` see
 them all; a process that needs one model may import its family alone
-(``spec.build.__module__``). The
-instructions kind counts a model in a process under valgrind, where each import runs 50 times
-slower: torchvision's import alone (it imports ``torch._dynamo``) costs about 50 s there, and
-most families do not need it.
+(``spec.build.__module__``). The instructions kind counts a model in a process under valgrind,
+where each import runs 50 times slower: torchvision's import alone (it imports
+``torch._dynamo``) costs about 50 s there, and most families do not need it.
 """
 
 from __future__ import annotations
