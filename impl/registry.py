@@ -111,7 +111,8 @@ class ModelSpec:
     # How far (relative) the loss after 5 bfloat16-autocast Adam steps may end from float32's
     # (checks/test_kinds.py). bfloat16 keeps 8 bits of mantissa, so 5% holds where training moves
     # smoothly; a sharp loss (a deep, narrow BatchNorm stack at its tiny size) amplifies rounding
-    # into a different trajectory, either way, and declares its measured spread.
+    # into a different trajectory, either way, and declares its spread measured over seeds and
+    # over CPUs with and without native bfloat16, whose kernels round differently.
     amp_training_rtol: float = 0.05
     # {output name: why}: outputs that rank candidates (top-k, NMS) and so differ between devices
     # where scores tie within rounding; CPU-CUDA parity compares the other outputs, and these by

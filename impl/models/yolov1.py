@@ -267,9 +267,12 @@ yolo_scene_loss = functools.partial(yolo_v1_loss, B=BOXES, confidence_target="on
     example_inputs=_example_inputs,
     output_shape=_output_shape,
     task=DETECTION,
-    # 20 narrow convs with BatchNorm at 96x96: 5 Adam steps cut the loss by a third; bfloat16
-    # ends -7.6% to +2.7% from float32 over 4 seeds (checks/test_kinds.py)
-    amp_training_rtol=0.10,
+    # 20 narrow convs with BatchNorm at 96x96, and a loss that makes the box of higher IoU
+    # responsible: at init a cell's two boxes tie, so rounding picks which one learns (the first
+    # gradients of bfloat16 and float32 have a cosine of 0.12 to 0.78). 5 Adam steps cut the loss
+    # by a third; bfloat16 ends -10.5% to +9.1% from float32 over 10 seeds, with native bfloat16
+    # (AVX-512 BF16) and emulated (ONEDNN_MAX_CPU_ISA=AVX2) (checks/test_kinds.py)
+    amp_training_rtol=0.15,
     targets=_scene_targets,
     loss=yolo_scene_loss,
     caps={Cap.TORCHSCRIPT, Cap.ONNX, Cap.QUANT_DYNAMIC, Cap.AMP},

@@ -559,9 +559,11 @@ def _output_shapes(cfg: YoloV7Config, batch_size: int) -> dict[str, tuple[int, .
     example_inputs=_example_inputs,
     output_shape=_output_shapes,
     task=DETECTION,
-    # ~60 narrow conv + BatchNorm layers: 5 Adam steps cut the loss by 20-40%, and bfloat16 ends
-    # -2.6% to +6.7% from float32 over 4 seeds (checks/test_kinds.py)
-    amp_training_rtol=0.10,
+    # ~60 narrow conv + BatchNorm layers, BatchNorm over 2x2 maps at stride 32: the first loss
+    # of bfloat16 is already up to 6.6% from float32's at the same weights. 5 Adam steps cut the
+    # loss by 20-40%; bfloat16 ends -4.4% to +18.6% from float32 over 10 seeds, with native
+    # bfloat16 (AVX-512 BF16) and emulated (ONEDNN_MAX_CPU_ISA=AVX2) (checks/test_kinds.py)
+    amp_training_rtol=0.25,
     targets=scene_targets,
     prediction="p3",
     loss=_loss,
