@@ -67,11 +67,16 @@ def _run_after_what_they_reuse(items: list[pytest.Item]) -> None:
     moved = {id(f) for leader, group in followers.items() if leader in collected for f in group}
     if not moved:
         return
-    ordered = []
+    ordered: list[pytest.Item] = []
+
+    def place(item: pytest.Item) -> None:  # a follower may lead in turn
+        ordered.append(item)
+        for follower in followers.get(item.nodeid, []):
+            place(follower)
+
     for item in items:
         if id(item) not in moved:
-            ordered.append(item)
-            ordered.extend(followers.get(item.nodeid, []))
+            place(item)
     items[:] = ordered
 
 
