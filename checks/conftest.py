@@ -32,10 +32,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     run beside the others on pytest-xdist rather than alone at the end; skip every
     ``cuda``-marked test, with the reason, where there is no GPU.
 
-    The tests of an ``xdist_group`` (they share a minutes-long module fixture) come first of all:
-    ``--dist=worksteal`` gives the first worker the first half of the queue and steals from the
-    end, so they run together on one worker, and the fixture once. ``--dist=loadgroup`` would
-    group them but, on pytest 9.2, silently does not (pytest-xdist#1386)."""
+    The tests of an ``xdist_group`` (they share a module fixture that runs processes: a valgrind
+    run, a benchmark run) come first of all: ``--dist=worksteal`` gives the first worker the
+    first half of the queue and steals from the end, so they run together on one worker, and
+    the fixture once. ``--dist=loadgroup`` would group them but, on pytest 9.2, silently does not
+    (pytest-xdist#1386)."""
     # stable: otherwise as collected
     items.sort(
         key=lambda item: (not item.get_closest_marker("xdist_group"), "slow" not in item.keywords)

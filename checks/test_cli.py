@@ -1,11 +1,14 @@
 """The ``torchgauge`` command and the report pipeline, run as a user would: real pytest-benchmark
-JSON from a real (short) benchmark run, real files, real exit codes."""
+JSON from a real (short) benchmark run, real files, real exit codes. Listings and bad input that
+is refused before anything runs go through ``main`` in the check's process
+(``torchgauge_in_this_process``); commands that run or report do in their own."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -15,9 +18,9 @@ import torch
 from bench.bench_profile import PROFILED_CALLS
 from bench.cases import DEFAULT_KINDS
 from bench.cli import RESULT_COMMANDS
-from bench.report import OUTPUT_FILES, ReportError, collate
+from bench.report import OUTPUT_FILES, PLOT_FILES, ReportError, collate
 from checks.benchmark_files import Bench, benchmark_json
-from checks.commands import REPO, snapshot, torchgauge
+from checks.commands import REPO, snapshot, torchgauge, torchgauge_in_this_process
 from impl import list_models
 from impl.machine import ONEDNN_BF16
 from impl.techniques.registry import get_technique, list_techniques, techniques_markdown
@@ -54,6 +57,7 @@ def plain_pytest_json(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.xdist_group("plain_pytest_json")  # one worker, one pytest run
 def test_collate_one_row_per_benchmark_with_derived_columns(plain_pytest_json: Path) -> None:
     raw = json.loads(plain_pytest_json.read_text())
     frame = collate([plain_pytest_json])
@@ -75,6 +79,7 @@ def test_collate_one_row_per_benchmark_with_derived_columns(plain_pytest_json: P
     assert (frame["parity_max_abs_diff"] == 0).all()  # eager against itself
 
 
+@pytest.mark.xdist_group("plain_pytest_json")
 def test_report_command_writes_every_output(plain_pytest_json: Path, tmp_path: Path) -> None:
     result = torchgauge(
         "report", str(plain_pytest_json), "--out", str(tmp_path / "r"), cwd=tmp_path
@@ -90,6 +95,7 @@ def test_report_command_writes_every_output(plain_pytest_json: Path, tmp_path: P
     assert (out / "latency.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
+@pytest.mark.xdist_group("plain_pytest_json")
 def test_report_refuses_to_overwrite_unless_forced(plain_pytest_json: Path, tmp_path: Path) -> None:
     out = tmp_path / "r"
     assert (
@@ -157,6 +163,7 @@ CORRUPT_FILES = {
 }
 
 
+@pytest.mark.xdist_group("plain_pytest_json")
 @pytest.mark.parametrize("filename", sorted(CORRUPT_FILES))
 def test_corrupt_input_is_one_line_exit_2_and_nothing_changes(
     filename: str, plain_pytest_json: Path, tmp_path: Path
@@ -188,7 +195,7 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 
 
 def test_run_with_an_unknown_model_fails_before_writing(tmp_path: Path) -> None:
-    result = torchgauge(
+    result = torchgauge_in_this_process(
         "run", "--models", "mlp_784_128", "--out", str(tmp_path / "runs"), cwd=tmp_path
     )
     assert result.returncode == 2
@@ -203,14 +210,16 @@ def test_run_with_an_unknown_model_fails_before_writing(tmp_path: Path) -> None:
     torch.cuda.is_available(), reason="this machine has CUDA, so the request is valid"
 )
 def test_run_on_cuda_without_cuda_fails_before_writing(tmp_path: Path) -> None:
-    result = torchgauge("run", "--device", "cuda", "--out", str(tmp_path / "runs"), cwd=tmp_path)
+    result = torchgauge_in_this_process(
+        "run", "--device", "cuda", "--out", str(tmp_path / "runs"), cwd=tmp_path
+    )
     assert result.returncode == 2
     assert "--device cuda requested but CUDA is not available" in result.stderr
     assert not (tmp_path / "runs").exists()
 
 
 def test_machine_prints_what_every_run_records(tmp_path: Path) -> None:
-    result = torchgauge("machine", cwd=tmp_path)
+    result = torchgauge_in_this_process("machine", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     facts = dict(line.split(": ", 1) for line in result.stdout.splitlines())
     assert facts["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
@@ -220,7 +229,7 @@ def test_machine_prints_what_every_run_records(tmp_path: Path) -> None:
 
 
 def test_list_prints_every_registered_model(tmp_path: Path) -> None:
-    result = torchgauge("list", cwd=tmp_path)
+    result = torchgauge_in_this_process("list", cwd=tmp_path)
     assert result.returncode == 0
     listed = [line.split()[0] for line in result.stdout.splitlines()[1:]]
     assert listed == list_models()
@@ -229,103 +238,118 @@ def test_list_prints_every_registered_model(tmp_path: Path) -> None:
 def test_list_techniques_names_each_techniques_code_and_checks(tmp_path: Path) -> None:
     """One row per registered technique, in the registry's order, with its files; --markdown is
     the README's table."""
-    result = torchgauge("list", "--techniques", cwd=tmp_path)
+    result = torchgauge_in_this_process("list", "--techniques", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     rows = [line.split() for line in result.stdout.splitlines()[1:]]
     assert [row[0] for row in rows] == list_techniques()
     for row in rows:
         spec = get_technique(row[0])
         assert spec.checks in row and all(path in row for path in spec.implementation)
-    markdown = torchgauge("list", "--techniques", "--markdown", cwd=tmp_path)
+    markdown = torchgauge_in_this_process("list", "--techniques", "--markdown", cwd=tmp_path)
     assert markdown.returncode == 0 and markdown.stdout.strip() == techniques_markdown()
 
 
 def test_list_markdown_without_techniques_is_a_usage_error(tmp_path: Path) -> None:
-    result = torchgauge("list", "--markdown", cwd=tmp_path)
+    result = torchgauge_in_this_process("list", "--markdown", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "torchgauge: error: --markdown goes with --techniques"
     ]
 
 
-@pytest.mark.slow
-def test_quick_run_end_to_end(tmp_path: Path) -> None:
-    """The main job, narrowed to one model: a run directory appears whole, readable by
-    pytest-benchmark's own ``compare`` and by pandas."""
-    runs = tmp_path / "runs"
+@dataclass(frozen=True)
+class QuickRun:
+    result: subprocess.CompletedProcess
+    run: Path  # the run directory
+    frame: pd.DataFrame  # its results.csv
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> QuickRun:
+    """The main job, narrowed to one small model: ``torchgauge run --quick`` through every
+    default kind at the default batch sizes. One run serves the checks of a run's outputs (each
+    run costs two processes importing torch, a supervisor and the workers' forkserver)."""
+    cwd = tmp_path_factory.mktemp("quick")
+    runs = cwd / "runs"
     result = torchgauge(
-        "run",
-        "--quick",
-        "--models",
-        "mlp_784_128_10",
-        "--kinds",
-        "inference",
-        "--backends",
-        "eager,torchscript",
-        "--out",
-        str(runs),
-        cwd=tmp_path,
+        "run", "--quick", "--models=cifar_cnn_2conv", "--sizes=tiny", f"--out={runs}", cwd=cwd
     )
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = list(runs.iterdir())
-    assert sorted(p.name for p in run.iterdir()) == sorted(
-        [*OUTPUT_FILES, "benchmark.json", "run.json", "journal.jsonl", "worker.log"]
-    )
+    return QuickRun(result, run, pd.read_csv(run / "results.csv"))
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("quick_run")  # one worker, one run
+def test_a_quick_run_directory_appears_whole_with_every_case_passed(quick_run: QuickRun) -> None:
+    run, frame = quick_run.run, quick_run.frame
+    outputs = {*OUTPUT_FILES, *PLOT_FILES, "benchmark.json", "run.json", "journal.jsonl"}
+    assert {p.name for p in run.iterdir()} == outputs | {"worker.log", "traces"}
     assert json.loads((run / "run.json").read_text())["state"] == "complete"
-    frame = pd.read_csv(run / "results.csv")
-    assert (frame["status"] == "passed").all()
-    # what the numbers depend on is recorded with every row
+    assert (frame["status"] == "passed").all(), frame[["case", "reason"]]
+    assert f"[{len(frame)}/{len(frame)}]" in quick_run.result.stderr  # the progress display
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("quick_run")
+def test_a_run_records_what_its_numbers_depend_on_with_every_row(quick_run: QuickRun) -> None:
+    frame = quick_run.frame
     assert frame["cpu_capability"].unique().tolist() == [torch.backends.cpu.get_cpu_capability()]
     assert frame["onednn_bf16"].unique().tolist() == [ONEDNN_BF16.available]
     assert frame["quantized_engine"].notna().all() and frame["threads"].notna().all()
     assert (
         f"**cpu_capability**: {torch.backends.cpu.get_cpu_capability()}"
-        in (run / "report.md").read_text()
+        in (quick_run.run / "report.md").read_text()
     )
-    assert sorted(zip(frame["backend"], frame["batch_size"], strict=True)) == [
-        ("eager", 1),
-        ("eager", 32),
-        ("torchscript", 1),
-        ("torchscript", 32),
-    ]
-    assert frame["parity_ok"].all()
-    assert "[4/4]" in result.stderr  # the progress display
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("quick_run")
+def test_pytest_benchmark_s_own_compare_reads_a_run(quick_run: QuickRun) -> None:
     compare = subprocess.run(
         [
             sys.executable,
             "-c",
             "from pytest_benchmark.cli import main; main()",
             "compare",
-            str(run / "benchmark.json"),
+            str(quick_run.run / "benchmark.json"),
         ],
         capture_output=True,
         text=True,
-        cwd=tmp_path,
+        cwd=quick_run.run,
         timeout=120,
     )
-    assert compare.returncode == 0 and "mlp_784_128_10" in compare.stdout
+    assert compare.returncode == 0 and "cifar_cnn_2conv" in compare.stdout
 
 
 @pytest.mark.slow
-def test_a_quick_run_measures_every_default_kind_of_a_model(tmp_path: Path) -> None:
-    """One model through every default kind: each is a row of results.csv with what its section
-    needs, the report has the section, and the profile's trace loads in TensorBoard's plugin."""
-    runs = tmp_path / "runs"
-    result = torchgauge(
-        "run",
-        "--quick",
-        "--models=cifar_cnn_2conv",
-        "--sizes=tiny",
-        "--batch-sizes=2",
-        f"--out={runs}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = list(runs.iterdir())
-    frame = pd.read_csv(run / "results.csv")
-    assert (frame["status"] == "passed").all(), frame[["case", "reason"]]
+@pytest.mark.xdist_group("quick_run")
+def test_inference_is_measured_on_every_backend_at_the_default_batch_sizes(
+    quick_run: QuickRun,
+) -> None:
+    inference = quick_run.frame[quick_run.frame["kind"] == "inference"]
+    backends = ["eager", "onnxruntime", "torchscript"]  # the model's float32 backends
+    assert sorted(zip(inference["backend"], inference["batch_size"], strict=True)) == [
+        (backend, batch)
+        for backend in backends
+        for batch in (1, 32)  # the documented defaults
+    ]
+    assert inference["parity_ok"].all()
+    by_backend = inference.set_index("backend")
+    assert (by_backend.loc["eager", "peak_memory_bytes"] > 0).all()
+    assert by_backend.loc["onnxruntime", "peak_memory_bytes"].isna().all()  # not torch's allocator
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("quick_run")
+def test_a_quick_run_measures_every_default_kind_of_a_model(quick_run: QuickRun) -> None:
+    """Each default kind is a row of results.csv with what its section needs; training, amp and
+    profile at the largest batch only."""
+    frame = quick_run.frame
     assert set(frame["kind"]) == set(DEFAULT_KINDS)
     by_kind = {kind: rows for kind, rows in frame.groupby("kind")}
+    for kind in ("training", "amp", "profile"):
+        assert set(by_kind[kind]["batch_size"]) == {32}
 
     quantised = by_kind["quantised"].set_index("backend")
     assert set(quantised.index) == {"quant_dynamic", "quant_static"}
@@ -343,15 +367,16 @@ def test_a_quick_run_measures_every_default_kind_of_a_model(tmp_path: Path) -> N
     (profile,) = by_kind["profile"].itertuples()
     spots = json.loads(profile.hot_spots)
     assert any(spot["op"] == "aten::convolution" or "conv" in spot["op"] for spot in spots)
-    peaks = json.loads((run / "run.json").read_text())["machine_info"]["torchgauge"]
+    peaks = json.loads((quick_run.run / "run.json").read_text())["machine_info"]["torchgauge"]
     # a bfloat16 peak only where the CPU has native bfloat16: emulated, it is no peak
     native_bf16 = {"bfloat16"} if ONEDNN_BF16.available else set()
     assert set(peaks["matmul_peak_gflops"]["cpu"]) == {"float32"} | native_bf16
-    inference = by_kind["inference"].set_index("backend")
-    assert inference.loc["eager", "peak_memory_bytes"] > 0
-    assert pd.isna(inference.loc["onnxruntime", "peak_memory_bytes"])  # not torch's allocator
 
-    report = (run / "report.md").read_text()
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("quick_run")
+def test_the_report_has_a_section_for_every_kind(quick_run: QuickRun) -> None:
+    report = (quick_run.run / "report.md").read_text()
     for section in (
         "## Time per kind",
         "## Median latency (ms) by backend",
@@ -362,13 +387,19 @@ def test_a_quick_run_measures_every_default_kind_of_a_model(tmp_path: Path) -> N
         "## Efficiency (% of this machine's matmul peak)",
     ):
         assert section in report
-    assert (run / "amp_speedup.png").is_file() and (run / "quantisation.png").is_file()
 
-    # tensorboard --logdir <run>/traces: the profiler plugin's own loader reads the case's run
+
+@pytest.mark.slow
+@pytest.mark.xdist_group("quick_run")
+def test_the_profile_s_trace_loads_in_tensorboard_s_profiler_plugin(
+    quick_run: QuickRun, tmp_path: Path
+) -> None:
+    """tensorboard --logdir <run>/traces: the plugin's own loader reads the case's run."""
     from torch_tb_profiler import io as tb_io
     from torch_tb_profiler.profiler.loader import RunLoader
 
-    (trace_run,) = (run / "traces").iterdir()
+    (profile,) = quick_run.frame[quick_run.frame["kind"] == "profile"].itertuples()
+    (trace_run,) = (quick_run.run / "traces").iterdir()
     assert trace_run.name == profile.case
     with tb_io.Cache(str(tmp_path / "tb-cache")) as caches:
         loaded = RunLoader(trace_run.name, str(trace_run), caches).load()

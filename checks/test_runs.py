@@ -25,7 +25,7 @@ from bench.history import History
 from bench.journal import Journal
 from bench.report import collate
 from bench.runner import RunDir, RunSettings
-from checks.commands import REPO, torchgauge
+from checks.commands import REPO, torchgauge, torchgauge_in_this_process
 from impl import Cap, get_spec
 from impl.backends import Backend, get_backend
 from impl.machine import CUDA, ONEDNN_BF16
@@ -199,7 +199,9 @@ def unfinished_run(tmp_path: Path) -> RunDir:
 def test_resume_refuses_a_run_made_on_another_machine(unfinished_run: RunDir) -> None:
     unfinished_run.meta["machine_info"]["torchgauge"]["cpu_model"] = "Some Other CPU"
     unfinished_run.save()
-    result = torchgauge("run", "--resume", str(unfinished_run.path), cwd=unfinished_run.path)
+    result = torchgauge_in_this_process(
+        "run", "--resume", str(unfinished_run.path), cwd=unfinished_run.path
+    )
     assert result.returncode == 2
     assert "started on another machine or software (cpu_model 'Some Other CPU' -> " in (
         result.stderr
@@ -215,7 +217,7 @@ def test_resume_refuses_a_run_another_process_holds(unfinished_run: RunDir) -> N
 
 
 def test_resume_keeps_the_run_s_own_selection(unfinished_run: RunDir) -> None:
-    result = torchgauge(
+    result = torchgauge_in_this_process(
         "run", "--resume", str(unfinished_run.path), "--models=sentiment_lstm", cwd=Path("/")
     )
     assert result.returncode == 2 and "drop --models" in result.stderr
@@ -301,7 +303,7 @@ def test_resume_of_what_is_not_a_run_is_one_line_exit_2(
     if content is not None:
         (tmp_path / "run.json").write_text(content)
     before = sorted(tmp_path.iterdir())
-    result = torchgauge("run", "--resume", str(tmp_path), cwd=tmp_path)
+    result = torchgauge_in_this_process("run", "--resume", str(tmp_path), cwd=tmp_path)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("torchgauge: error: ") and message in lines[0]
