@@ -305,8 +305,8 @@ def test_a_run_records_what_its_numbers_depend_on_with_every_row(quick_run: Quic
 
 @pytest.mark.slow
 @pytest.mark.xdist_group("quick_run")
-def test_pytest_benchmark_s_own_compare_reads_a_run(quick_run: QuickRun) -> None:
-    compare = subprocess.run(
+def test_pytest_benchmark_s_own_compare_reads_a_run(quick_run: QuickRun, tmp_path: Path) -> None:
+    compare = subprocess.run(  # in tmp_path: it makes a .benchmarks storage in its directory
         [
             sys.executable,
             "-c",
@@ -316,7 +316,7 @@ def test_pytest_benchmark_s_own_compare_reads_a_run(quick_run: QuickRun) -> None
         ],
         capture_output=True,
         text=True,
-        cwd=quick_run.run,
+        cwd=tmp_path,
         timeout=120,
     )
     assert compare.returncode == 0 and "cifar_cnn_2conv" in compare.stdout
@@ -329,10 +329,9 @@ def test_inference_is_measured_on_every_backend_at_the_default_batch_sizes(
 ) -> None:
     inference = quick_run.frame[quick_run.frame["kind"] == "inference"]
     backends = ["eager", "onnxruntime", "torchscript"]  # the model's float32 backends
+    batches = (1, 32)  # the documented defaults
     assert sorted(zip(inference["backend"], inference["batch_size"], strict=True)) == [
-        (backend, batch)
-        for backend in backends
-        for batch in (1, 32)  # the documented defaults
+        (backend, batch) for backend in backends for batch in batches
     ]
     assert inference["parity_ok"].all()
     by_backend = inference.set_index("backend")
